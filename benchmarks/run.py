@@ -1,0 +1,68 @@
+"""Run every benchmarks/bench_*.py side by side with its reference and write the table.
+
+Each module exposes ``run() -> list[dict]`` with keys: name, molpy, reference,
+ratio, target, unit (and optionally note). Results go to benchmarks/results.md and
+benchmarks/results.json. Usage: ``python -m benchmarks.run [-k NAME]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def discover(selected: list[str]) -> list[str]:
+    names = sorted(p.stem for p in HERE.glob("bench_*.py"))
+    return [n for n in names if not selected or any(s in n for s in selected)]
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    lines = ["# molpy benchmarks", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Python {platform.python_version()}, "
+             "molpy and the reference in the same run. Ratio = molpy / reference in the sense of the target.",
+             "", "| benchmark | molpy | reference | unit | ratio | target | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {fmt(r.get('molpy'))} | {fmt(r.get('reference'))} | {r.get('unit', '')} | "
+                     f"{fmt(r.get('ratio'))} | {r.get('target', '')} | {r.get('note', '')} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", action="append", default=[], help="only benchmarks whose module name contains this")
+    ap.add_argument("--out", default=str(HERE), help="folder for results.md and results.json")
+    args = ap.parse_args(argv)
+    rows: list[dict] = []
+    for name in discover(args.k):
+        print(f"== {name}", file=sys.stderr, flush=True)
+        module = importlib.import_module(f"benchmarks.{name}")
+        for row in module.run():
+            print(f"   {row['name']}: molpy {fmt(row.get('molpy'))} vs {fmt(row.get('reference'))} "
+                  f"{row.get('unit', '')} -> {fmt(row.get('ratio'))} (target {row.get('target', '')})",
+                  file=sys.stderr, flush=True)
+            rows.append(row)
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_table(rows, out / "results.md")
+    print(f"wrote {out / 'results.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Console device: the guest's terminal (TTY_PUTC/TTY_GETC) and its log (LOG_PUTC)."""
+
+from __future__ import annotations
+
+import logging
+
+from .device import Device
+
+OSI_LOG_PUTC = 47
+OSI_TTY_PUTC = 97
+OSI_TTY_GETC = 98
+
+guest_log = logging.getLogger("molpy.guest")
+
+
+class ConsoleDevice(Device):
+    """Characters to the front-end; keys from its queue; log lines to the molpy.guest logger."""
+
+    kind = "CONS"
+
+    def __init__(self, machine) -> None:
+        self.machine = machine
+        self._line = bytearray()
+
+    def attach(self, machine) -> None:
+        machine.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
+        machine.osi.register(OSI_TTY_GETC, self.tty_getc, 0, "console")
+        machine.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
+
+    def tty_putc(self, c: int) -> int:
+        self.machine.frontend.write(bytes((c & 0xFF,)))
+        return 0
+
+    def tty_getc(self) -> int:
+        return self.machine.frontend.getc()
+
+    def log_putc(self, c: int) -> int:
+        c &= 0xFF
+        if c == 0x0A or len(self._line) >= 4096:
+            guest_log.info("%s", self._line.decode("latin-1"))
+            self._line.clear()
+        elif c != 0x0D:
+            self._line.append(c)
+        return 0
+
+    def save_state(self) -> bytes:
+        """Keys typed but not yet read by the guest, then the partial log line."""
+        keys = self.machine.frontend.pending_input()
+        return len(keys).to_bytes(4, "big") + keys + bytes(self._line)
+
+    def load_state(self, data: bytes) -> None:
+        n = int.from_bytes(data[:4], "big")
+        if len(data) < 4 + n:
+            raise ValueError("console state is truncated")
+        self._saved = data
+        self.machine.frontend.restore_input(data[4:4 + n])
+        self._line = bytearray(data[4 + n:])
+
+    def reset(self) -> None:
+        if hasattr(self, "_saved"):
+            self.load_state(self._saved)
+
+    def close(self) -> None:
+        if self._line:
+            guest_log.info("%s", self._line.decode("latin-1"))
+            self._line.clear()
+
+
+def create(machine) -> ConsoleDevice:
+    return ConsoleDevice(machine)

@@ -1,0 +1,1 @@
+"""Sub-commands of the molpy CLI; each module has add_parser(subparsers) and main(args)."""

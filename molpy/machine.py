@@ -1,0 +1,196 @@
+"""The machine: CPU, RAM, OSI dispatch and devices, and the loop that runs the guest.
+
+The guest runs in slices (``emu_start`` with a timeout, no per-instruction hook) so
+that keys, Ctrl-C and F12 are seen within a slice even while it computes without
+any OSI call; everything that stops the guest is decided between slices.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unicorn import UC_PROT_ALL, UcError
+from unicorn import unicorn_const as UC
+
+from . import boot
+from .console import BufferConsole, Frontend
+from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState
+from .emulation.memory import GuestMemory
+from .fault import GuestFault, name_for
+from .osi import OsiDispatcher
+
+SLICE_US = 10_000                       # 10 ms: keys are seen well within 100 ms
+UNTIL = SCRATCH_BASE + SCRATCH_SIZE - 4  # never reached by a working guest
+
+log = logging.getLogger("molpy")
+
+
+class Stop(enum.Enum):
+    EXIT = "exit"            # the guest called OSI EXIT; see Machine.exit_code
+    FAULT = "fault"          # see Machine.fault
+    QUIT = "quit"            # Ctrl-] on the terminal, or the output went away
+    SAVE = "save"            # F12: the caller saves the session
+    INTERRUPT = "interrupt"  # Ctrl-C or SIGTERM
+    TIMEOUT = "timeout"      # run(seconds=...) used its time
+
+
+@dataclass
+class MachineConfig:
+    """What the machine needs from a molrc, already checked."""
+
+    ram_mib: int = 64
+    bootfile: str | None = None
+    boot_args: str = ""
+    cpu: str | None = None
+    blkdevs: list = field(default_factory=list)
+    cow_dir: str | None = None
+    session_file: str | None = None
+    session_readonly: bool = False
+    config_checksum: str = ""
+
+    @classmethod
+    def from_config(cls, config) -> "MachineConfig":
+        """Read the keys molpy uses from a :class:`molpy.config.Config`."""
+        from .config import ConfigError
+
+        ram = config.get_int("ram_size", 64)
+        if not 1 <= ram <= 2048:
+            raise ConfigError(f"{config.where('ram_size') or config.path}: ram_size {ram} MiB is "
+                              f"out of range (1 to 2048)")
+        return cls(ram_mib=ram, bootfile=config.get("bootfile"), boot_args=config.get("boot_args", "") or "",
+                   cpu=config.get("cpu"), blkdevs=list(config.blkdevs), cow_dir=config.get("cow_dir"),
+                   session_file=config.get("session_file"),
+                   session_readonly=config.get_bool("session_readonly", False),
+                   config_checksum=config.checksum())
+
+
+class Machine:
+    """One guest machine. Build it, ``boot()`` it (or resume a session), then ``run()``."""
+
+    def __init__(self, config: MachineConfig | None = None, frontend: Frontend | None = None,
+                 *, memory: GuestMemory | None = None) -> None:
+        self.config = config or MachineConfig()
+        self.frontend = frontend if frontend is not None else BufferConsole()
+        self.cpu = Cpu(self.config.cpu)
+        self.memory = memory if memory is not None else GuestMemory(self.config.ram_mib << 20)
+        self.cpu.uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.address)
+        self.exit_code: int | None = None
+        self.fault: GuestFault | None = None
+        self._error: BaseException | None = None
+        self.osi = OsiDispatcher(self.cpu, self._on_fault, self._on_error)
+        from .drivers.device import create_devices
+        self.devices = create_devices(self)
+
+    # -- boot --
+
+    def boot(self, bootfile: str | None = None, boot_args: str | None = None) -> None:
+        """Load the guest ELF and set the entry registers (a fresh start)."""
+        path = bootfile or self.config.bootfile or str(boot.demo_guest())
+        args = self.config.boot_args if boot_args is None else boot_args
+        state = boot.load(self.memory, path, args)
+        self.cpu.set_state(state)
+
+    # -- called from the interrupt hook --
+
+    def request_exit(self, code: int) -> None:
+        self.exit_code = code
+        self.cpu.stop()
+
+    def _on_fault(self, intno: int, detail: str) -> None:
+        pc = (self.cpu.pc - 4) & 0xFFFFFFFF   # the hook sees PC past the faulting instruction
+        self.fault = GuestFault(kind=name_for(intno, self._insn_at(pc)) if not detail else "bad system call",
+                                pc=pc, detail=detail, intno=intno)
+        self.cpu.stop()
+
+    def _on_error(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self.cpu.stop()
+
+    def _insn_at(self, pc: int) -> int | None:
+        try:
+            return int.from_bytes(self.cpu.uc.mem_read(pc, 4), "big")
+        except UcError:
+            return None
+
+    # -- the run loop --
+
+    def run(self, seconds: float | None = None) -> Stop:
+        """Run the guest until it exits, faults, or the front-end or the time budget stops it."""
+        uc = self.cpu.uc
+        frontend = self.frontend
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            pc = self.cpu.pc
+            try:
+                uc.emu_start(pc, UNTIL, timeout=SLICE_US)
+            except UcError as e:
+                self._fault_from_error(e)
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise err
+            if self.fault is not None:
+                self._complete_fault()
+                return Stop.FAULT
+            if self.exit_code is not None:
+                return Stop.EXIT
+            if self.cpu.pc == UNTIL:
+                self.fault = GuestFault(kind="instruction fetch outside RAM", pc=UNTIL)
+                self._complete_fault()
+                return Stop.FAULT
+            frontend.poll()
+            request = frontend.take_request()
+            if request is not None:
+                return Stop(request)
+            if deadline is not None and time.monotonic() >= deadline:
+                return Stop.TIMEOUT
+
+    def _fault_from_error(self, e: UcError) -> None:
+        if self.fault is not None:
+            return
+        kinds = {
+            UC.UC_ERR_READ_UNMAPPED: "read outside RAM", UC.UC_ERR_WRITE_UNMAPPED: "write outside RAM",
+            UC.UC_ERR_FETCH_UNMAPPED: "instruction fetch outside RAM",
+            UC.UC_ERR_READ_PROT: "read outside RAM", UC.UC_ERR_WRITE_PROT: "write outside RAM",
+            UC.UC_ERR_FETCH_PROT: "instruction fetch outside RAM",
+            UC.UC_ERR_INSN_INVALID: "illegal instruction",
+            UC.UC_ERR_READ_UNALIGNED: "unaligned read", UC.UC_ERR_WRITE_UNALIGNED: "unaligned write",
+        }
+        pc = self.cpu.pc
+        self.fault = GuestFault(kind=kinds.get(e.errno, "emulation error"), pc=pc,
+                                detail=f"unicorn: {e}")
+
+    def _complete_fault(self) -> None:
+        f = self.fault
+        if f.insn is None:
+            f.insn = self._insn_at(f.pc)
+        try:
+            f.state = self.cpu.get_state()
+        except Exception:  # the report is still useful without the registers
+            f.state = None
+        if f.state is not None:
+            f.state.pc = f.pc
+
+    # -- state --
+
+    def get_state(self) -> CpuState:
+        return self.cpu.get_state()
+
+    def set_state(self, state: CpuState) -> None:
+        self.cpu.set_state(state)
+
+    def close(self) -> None:
+        for dev in reversed(self.devices):
+            dev.close()
+        self.devices = []
+        self.cpu.uc.mem_unmap(0, self.memory.size)
+        self.memory.close()
+
+
+def bundled(name: str) -> Path:
+    """Path of a bundled test guest (used by tests and benchmarks)."""
+    return boot.bundled_guest(name)

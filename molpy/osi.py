@@ -1,0 +1,128 @@
+"""OSI dispatch: MOL's ``sc`` calling convention routed to the devices that serve it.
+
+Guest: r3 = 0x113724FA, r4 = 0x77810F9B, r5 = selector, r6.. = arguments, ``sc``.
+Host: result in r3, extra results in r4, r5 ... Every other exception that reaches
+Unicorn's interrupt hook, and an ``sc`` without the magic, stops the guest with a fault.
+
+This hook is the hottest Python code in molpy; it reads r3..r10 with one batch call
+and writes results the same way (see cpu.RegisterFile).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Callable
+
+from unicorn import ppc_const as P
+
+from .cpu import Cpu, RegisterFile, uclib
+
+OSI_MAGIC1 = 0x113724FA
+OSI_MAGIC2 = 0x77810F9B
+INTNO_SYSCALL = 8
+MAX_ARGS = 5            # r6..r10
+MASK = 0xFFFFFFFF
+R3 = P.UC_PPC_REG_3
+
+log = logging.getLogger("molpy.osi")
+
+Handler = Callable[..., "int | tuple[int, ...] | None"]
+
+
+class OsiError(Exception):
+    """Raised by a handler to return an error code to the guest in r3."""
+
+    def __init__(self, code: int = -1, message: str = "") -> None:
+        super().__init__(message or f"OSI error {code}")
+        self.code = code
+
+
+class OsiDispatcher:
+    """Owns the interrupt hook: OSI calls go to handlers, anything else is a guest fault.
+
+    ``on_fault(intno, reason)`` and ``on_error(exc)`` are called from inside the hook;
+    both must stop the engine (the machine's implementations do).
+    """
+
+    def __init__(self, cpu: Cpu, on_fault: Callable[[int, str], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.cpu = cpu
+        self.on_fault = on_fault
+        self.on_error = on_error
+        self._handlers: dict[int, tuple[Handler, int, str]] = {}
+        self._unknown_seen: set[int] = set()
+        self._in = RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(3 + MAX_ARGS)])
+        self._outs = [RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(n)]) for n in range(1, 6)]
+        cpu.add_intr_hook(self._make_hook())
+
+    def register(self, selector: int, handler: Handler, nargs: int, name: str) -> None:
+        """Route ``selector`` to ``handler(*r6..)``; a handler's int or tuple goes to r3, r4 ..."""
+        if selector in self._handlers:
+            raise ValueError(f"OSI selector {selector} is already served by {self._handlers[selector][2]}")
+        if not 0 <= nargs <= MAX_ARGS:
+            raise ValueError(f"an OSI call takes at most {MAX_ARGS} arguments")
+        self._handlers[selector] = (handler, nargs, name)
+
+    def serves(self, selector: int) -> bool:
+        return selector in self._handlers
+
+    def selectors(self) -> dict[int, str]:
+        return {sel: name for sel, (_, _, name) in sorted(self._handlers.items())}
+
+    def _make_hook(self):
+        """The interrupt hook as a closure over everything it touches (it runs per OSI call)."""
+        cpu = self.cpu
+        handlers = self._handlers
+        read_batch, uch, ids, ptrs, n = self._in.raw_call()
+        v = self._in.values
+        r3_out = ctypes.c_uint64(0)
+        r3_ref = ctypes.byref(r3_out)
+        write_one = uclib.uc_reg_write
+        outs = self._outs
+        on_fault, on_error, unknown = self.on_fault, self.on_error, self._unknown
+
+        def hook(_uch: int, intno: int, _ud: int) -> None:
+            try:
+                if cpu.in_stub:
+                    cpu.stop()
+                    return
+                if intno != INTNO_SYSCALL:
+                    on_fault(intno, "")
+                    return
+                read_batch(uch, ids, ptrs, n)
+                if v[0] & MASK != OSI_MAGIC1 or v[1] & MASK != OSI_MAGIC2:
+                    on_fault(intno, "sc without the OSI magic in r3/r4")
+                    return
+                sel = v[2] & MASK
+                entry = handlers.get(sel)
+                if entry is None:
+                    result = unknown(sel)
+                else:
+                    handler, nargs, _ = entry
+                    try:
+                        if nargs == 0:
+                            result = handler()
+                        elif nargs == 1:
+                            result = handler(v[3] & MASK)
+                        else:
+                            result = handler(*[x & MASK for x in v[3:3 + nargs]])
+                    except OsiError as e:
+                        result = e.code
+                if result is None:
+                    result = 0
+                if type(result) is int:
+                    r3_out.value = result & MASK
+                    write_one(uch, R3, r3_ref)
+                else:
+                    outs[len(result) - 1].write([x & MASK for x in result])
+            except BaseException as exc:  # a raw ctypes callback must never raise
+                on_error(exc)
+
+        return hook
+
+    def _unknown(self, sel: int) -> int:
+        if sel not in self._unknown_seen:
+            self._unknown_seen.add(sel)
+            log.warning("guest called unknown OSI selector %d; returning -1", sel)
+        return -1

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated molpy data directory and a CLI runner for real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def molpy_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own molpy data directory (demo disk, default session, log)."""
+    home = tmp_path_factory.mktemp("molpy-home")
+    monkeypatch.setenv("MOLPY_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, input: bytes | None = b"", cwd: str | os.PathLike | None = None,
+            timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m molpy ARGS`` as a real process with stdin as a pipe."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "molpy", *args], input=input, capture_output=True,
+                          cwd=cwd, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
