@@ -44,6 +44,10 @@ class MiscDevice(Device):
     def usleep(self, microseconds: int) -> int:
         """The host really sleeps, and wakes early on a key or a request."""
         frontend = self.machine.frontend
+        if frontend.quit_on_eof and frontend.eof and not frontend.has_input():
+            # stdin was a pipe and it ended: a guest idling for keys would wait forever
+            frontend.request = frontend.request or "quit"
+            return 0
         deadline = time.monotonic() + min(microseconds, 10_000_000) / 1e6
         while True:
             left = deadline - time.monotonic()

@@ -32,6 +32,7 @@ class Frontend:
         self._queue: collections.deque[int] = collections.deque()
         self.request: str | None = None   # QUIT, SAVE or INTERRUPT, taken by the run loop
         self.eof = False
+        self.quit_on_eof = False          # a guest idling after the input ended quits
 
     # -- guest side --
     def write(self, data: bytes) -> None:
@@ -187,6 +188,10 @@ class _FdConsole(Frontend):
 
 class PipeConsole(_FdConsole):
     """stdin bytes go to the guest; output is written unbuffered; no terminal calls."""
+
+    def __init__(self, in_fd: int | None, out_fd: int) -> None:
+        super().__init__(in_fd, out_fd)
+        self.quit_on_eof = True
 
 
 class TerminalConsole(_FdConsole):

@@ -172,6 +172,11 @@ def _words(ws: list[int]) -> bytes:
     return b"".join(w.to_bytes(4, "big") for w in ws)
 
 
+XER_SPR = 1
+XER_SLOT = 4 * (len(SPR_NAMES) + 16)
+STUB_DATA_SIZE = XER_SLOT + 4
+
+
 def _build_stubs() -> tuple[bytes, bytes]:
     """mfspr/mfsr -> store, and load -> mtspr/mtsr, with r4 pointing at the data area."""
     read, write = [], []
@@ -186,6 +191,10 @@ def _build_stubs() -> tuple[bytes, bytes]:
     for i in range(16):
         read += [_mfsr(3, i), _stw(3, sr_base + 4 * i, 4)]
         write += [_lwz(3, sr_base + 4 * i, 4), _mtsr(i, 3)]
+    # XER: the register API keeps SO/OV/CA apart from what mfxer/mtxer see (checked on
+    # 2.1.4: a guest's mtxer 0xA0000055 reads back as 0x55), so it goes through the stub.
+    read += [_mfspr(3, XER_SPR), _stw(3, XER_SLOT, 4)]
+    write += [_lwz(3, XER_SLOT, 4), _mtspr(XER_SPR, 3)]
     return _words(read), _words(write)
 
 
@@ -194,7 +203,7 @@ assert len(_READ_CODE) <= 0x400 and len(_WRITE_CODE) <= 0x400
 
 GPR_IDS = [P.UC_PPC_REG_0 + i for i in range(32)]
 FPR_IDS = [P.UC_PPC_REG_FPR0 + i for i in range(32)]
-MISC_IDS = [P.UC_PPC_REG_CR, P.UC_PPC_REG_LR, P.UC_PPC_REG_CTR, P.UC_PPC_REG_XER,
+MISC_IDS = [P.UC_PPC_REG_CR, P.UC_PPC_REG_LR, P.UC_PPC_REG_CTR,
             P.UC_PPC_REG_FPSCR, P.UC_PPC_REG_MSR, P.UC_PPC_REG_PC]
 
 
@@ -275,23 +284,25 @@ class Cpu:
         """Capture every register; the guest sees no difference afterwards."""
         gpr = [v & 0xFFFFFFFF for v in self._gprs.read()]
         fpr = list(self._fprs.read())
-        cr, lr, ctr, xer, fpscr, msr, pc = (v & 0xFFFFFFFF for v in self._misc.read())
-        raw = self._run_stub(_READ_STUB, _READ_CODE, read_back=4 * (len(SPR_NAMES) + 16))
+        cr, lr, ctr, fpscr, msr, pc = (v & 0xFFFFFFFF for v in self._misc.read())
+        raw = self._run_stub(_READ_STUB, _READ_CODE, read_back=STUB_DATA_SIZE)
         words = [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)]
-        self._restore_basic(gpr, fpr, cr, lr, ctr, xer, fpscr, msr, pc)
-        return CpuState(gpr=gpr, fpr=fpr, cr=cr, lr=lr, ctr=ctr, xer=xer, msr=msr, pc=pc,
-                        fpscr=fpscr, spr=dict(zip(SPR_NAMES, words)), sr=words[len(SPR_NAMES):])
+        self._restore_basic(gpr, fpr, cr, lr, ctr, fpscr, msr, pc)
+        n = len(SPR_NAMES)
+        return CpuState(gpr=gpr, fpr=fpr, cr=cr, lr=lr, ctr=ctr, xer=words[-1], msr=msr, pc=pc,
+                        fpscr=fpscr, spr=dict(zip(SPR_NAMES, words)), sr=words[n:n + 16])
 
     def set_state(self, s: CpuState) -> None:
         """Load every register: SPRs and SRs through the stub first, then the rest, PC last."""
         data = b"".join((s.spr[n] & 0xFFFFFFFF).to_bytes(4, "big") for n in SPR_NAMES)
         data += b"".join((v & 0xFFFFFFFF).to_bytes(4, "big") for v in s.sr)
+        data += (s.xer & 0xFFFFFFFF).to_bytes(4, "big")
         self._run_stub(_WRITE_STUB, _WRITE_CODE, data=data)
-        self._restore_basic(s.gpr, s.fpr, s.cr, s.lr, s.ctr, s.xer, s.fpscr, s.msr, s.pc)
+        self._restore_basic(s.gpr, s.fpr, s.cr, s.lr, s.ctr, s.fpscr, s.msr, s.pc)
         self.uc.ctl_flush_tb()
 
-    def _restore_basic(self, gpr, fpr, cr, lr, ctr, xer, fpscr, msr, pc) -> None:
+    def _restore_basic(self, gpr, fpr, cr, lr, ctr, fpscr, msr, pc) -> None:
         self._gprs.write(gpr)
         self._fprs.write(fpr)
-        self._misc.write([cr, lr, ctr, xer, fpscr, msr, pc])
+        self._misc.write([cr, lr, ctr, fpscr, msr, pc])
 

@@ -112,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
         print(machine.fault.report(), file=sys.stderr)
         return EXIT_FAULT
     if stop is Stop.QUIT:
-        print("molpy: quit (Ctrl-])", file=sys.stderr)
+        print("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof
+              else "molpy: quit (Ctrl-])", file=sys.stderr)
         return 0
     print("molpy: interrupted", file=sys.stderr)
     return EXIT_INTERRUPT

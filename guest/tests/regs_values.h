@@ -1,0 +1,45 @@
+/* regs_values.h - what the regs guest loads; tests/test_machine.py reads these lines.
+ * GPR n = GPR_BASE + n * GPR_STEP; FPR n = (FPR_HI_BASE + n) << 32 | (FPR_LO_BASE + n);
+ * SR n = SR_BASE + n * SR_STEP. The time base is not set: Unicorn's reads 0. */
+#define GPR_BASE    0xA0000000
+#define GPR_STEP    0x01010101
+#define FPR_HI_BASE 0x3FF00000
+#define FPR_LO_BASE 0x00C0FFE0
+#define SR_BASE     0x20000000
+#define SR_STEP     0x00000111
+#define V_CR        0x12345678
+#define V_LR        0x00ABCDE0
+#define V_CTR       0x0BADC0DE
+#define V_XER       0xA0000055
+#define V_FPSCR     0x00000002
+#define V_SRR0      0x00A0A0A0
+#define V_SRR1      0x0000B032
+#define V_SPRG0     0x50500000
+#define V_SPRG1     0x50500001
+#define V_SPRG2     0x50500002
+#define V_SPRG3     0x50500003
+#define V_DAR       0xDA000004
+#define V_DSISR     0x42000000
+#define V_SDR1      0x00FF0003
+#define V_DEC       0x07654321
+#define V_IBAT0U    0x8000007C
+#define V_IBAT0L    0x00100002
+#define V_IBAT1U    0x9000007C
+#define V_IBAT1L    0x00200002
+#define V_IBAT2U    0xA000007C
+#define V_IBAT2L    0x00300002
+#define V_IBAT3U    0xB000007C
+#define V_IBAT3L    0x00400002
+#define V_DBAT0U    0x4000003C
+#define V_DBAT0L    0x00500012
+#define V_DBAT1U    0x4100003C
+#define V_DBAT1L    0x00600012
+#define V_DBAT2U    0x4200003C
+#define V_DBAT2L    0x00700012
+#define V_DBAT3U    0x4300003C
+#define V_DBAT3L    0x00800012
+#define V_HID0      0x0010C000
+#define V_HID1      0x80000000
+#define V_IABR      0x00123450
+#define V_DABR      0x00234560
+#define V_EAR       0x0000000B
