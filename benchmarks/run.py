@@ -48,20 +48,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", action="append", default=[], help="only benchmarks whose module name contains this")
     ap.add_argument("--out", default=str(HERE), help="folder for results.md and results.json")
     args = ap.parse_args(argv)
+    out = Path(args.out)
     rows: list[dict] = []
-    for name in discover(args.k):
+    names = discover(args.k)
+    if args.k and (out / "results.json").exists():   # keep the other modules' rows
+        rows = [r for r in json.loads((out / "results.json").read_text()) if r.get("module") not in names]
+    for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
         for row in module.run():
             print(f"   {row['name']}: molpy {fmt(row.get('molpy'))} vs {fmt(row.get('reference'))} "
                   f"{row.get('unit', '')} -> {fmt(row.get('ratio'))} (target {row.get('target', '')})",
                   file=sys.stderr, flush=True)
-            rows.append(row)
-    out = Path(args.out)
+            rows.append({**row, "module": name})
+    rows.sort(key=lambda r: r["module"])
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     write_table(rows, out / "results.md")
     print(f"wrote {out / 'results.md'}", file=sys.stderr)
+    if update_readme(out / "results.md", HERE.parent / "README.md"):
+        print("updated the results table in README.md", file=sys.stderr)
     return 0
+
+
+def update_readme(results: Path, readme: Path) -> bool:
+    """Put the table between README's results markers (README must stay true)."""
+    start, end = "<!-- results -->", "<!-- /results -->"
+    text = readme.read_text() if readme.exists() else ""
+    if start not in text or end not in text:
+        return False
+    table = results.read_text().split("\n", 2)[2].strip()
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    return True
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ class ConsoleDevice(Device):
         machine.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
 
     def tty_putc(self, c: int) -> int:
-        self.machine.frontend.write(bytes((c & 0xFF,)))
+        self.machine.frontend.putc(c & 0xFF)
         return 0
 
     def tty_getc(self) -> int:

@@ -44,6 +44,7 @@ class MiscDevice(Device):
     def usleep(self, microseconds: int) -> int:
         """The host really sleeps, and wakes early on a key or a request."""
         frontend = self.machine.frontend
+        frontend.flush()
         if frontend.quit_on_eof and frontend.eof and not frontend.has_input():
             # stdin was a pipe and it ended: a guest idling for keys would wait forever
             frontend.request = frontend.request or "quit"

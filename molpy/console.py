@@ -20,6 +20,7 @@ CTRL_RBRACKET = 0x1D
 F12_SEQUENCES = (b"\x1b[24~", b"\x1b[24;2~", b"\x1b[24;5~", b"\x1b[[L")
 ESC_HOLD_SECONDS = 0.05   # how long a lone ESC prefix waits for the rest of a sequence
 
+OUT_CHUNK = 4096          # guest output is written when this much is waiting, or sooner
 QUIT = "quit"
 SAVE = "save"
 INTERRUPT = "interrupt"
@@ -33,13 +34,27 @@ class Frontend:
         self.request: str | None = None   # QUIT, SAVE or INTERRUPT, taken by the run loop
         self.eof = False
         self.quit_on_eof = False          # a guest idling after the input ended quits
+        self._out = bytearray()           # guest output since the last flush
 
     # -- guest side --
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def putc(self, c: int) -> None:
+        """One character from the guest; written out by ``flush`` (at the latest each slice)."""
+        self._out.append(c)
+        if len(self._out) >= OUT_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            self.write(data)
+
     def getc(self) -> int:
         """Next key for the guest, or -1 when none is waiting."""
+        self.flush()
         if not self._queue:
             self.poll()
         return self._queue.popleft() if self._queue else -1

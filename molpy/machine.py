@@ -130,6 +130,7 @@ class Machine:
                 uc.emu_start(pc, UNTIL, timeout=SLICE_US)
             except UcError as e:
                 self._fault_from_error(e)
+            frontend.flush()
             if self._error is not None:
                 err, self._error = self._error, None
                 raise err

@@ -1,11 +1,69 @@
 /* bench: boot_args "spin N" runs N million iterations of a 3-instruction loop;
- * "osi N" makes N thousand OSI_CALL_AVAILABLE calls. Then OSI_EXIT(0). */
+ * "osi N" makes N thousand OSI_CALL_AVAILABLE calls;
+ * "disk MODE KIB MIB" moves MIB MiB of unit 0 sequentially in KIB KiB requests,
+ * MODE = sr (SYNC_READ), sw (SYNC_WRITE), rr (ring read), rw (ring write).
+ * Then OSI_EXIT(0), or the osi_blk error code. */
 #include "libc.h"
 #include "osi.h"
+
+#define RING_N 16
+#define BUF_BASE 0x400000UL          /* transfers land in RAM from 4 MiB up */
+static ablk_desc_t ring[RING_N] __attribute__((aligned(16)));
+
+#define PER_KICK 4               /* requests queued per kick, as a real driver batches them */
+
+/* queue PER_KICK read or write requests of `bytes` from `blk` on, then kick once */
+static long ring_batch(unsigned int *prev, int write, unsigned long blk, unsigned long bytes)
+{
+    unsigned int last = *prev;
+    for (int i = 0; i < PER_KICK; i++) {
+        unsigned int req = (last + 1) % RING_N, data = (last + 2) % RING_N;
+        ring[req].flags = write ? ABLK_WRITE : ABLK_READ;
+        ring[req].unit = 0;
+        ring[req].param = blk + i * (bytes / 512);
+        ring[req].proceed = 1;
+        ring[data].flags = ABLK_SG_BUF;
+        ring[data].unit = BUF_BASE;
+        ring[data].param = bytes;
+        ring[data].proceed = 0;
+        if (i)
+            ring[last].proceed = 1;
+        last = data;
+    }
+    ring[*prev].proceed = 1;          /* arm the first request last */
+    *prev = last;
+    long e = osi_ablk_kick();
+    unsigned long done;
+    osi_ablk_irq_ack(&done);
+    return e;
+}
+
+static int disk(const char *p)
+{
+    char mode[3] = { p[0], p[1], 0 };
+    char *end;
+    unsigned long kib = strtoul(p + 3, &end, 0), mib = strtoul(end, 0, 0);
+    unsigned long bytes = kib * 1024, total = mib << 20, blk = 0;
+    unsigned int prev = 0;
+    int write = mode[1] == 'w', use_ring = mode[0] == 'r';
+    if (use_ring && (osi_ablk_ring_setup(ring, RING_N) || osi_ablk_cntrl(ABLK_CNTRL_START, 0)))
+        return 3;
+    unsigned long step = use_ring ? PER_KICK * bytes : bytes;
+    for (unsigned long done = 0; done < total; done += step, blk += step / 512) {
+        long e = use_ring ? ring_batch(&prev, write, blk, bytes)
+               : write ? osi_ablk_sync_write(0, blk, (void *)BUF_BASE, bytes)
+                       : osi_ablk_sync_read(0, blk, (void *)BUF_BASE, bytes);
+        if (e)
+            return -e;
+    }
+    return 0;
+}
 
 int main(unsigned long ram_size, const char *args)
 {
     (void)ram_size;
+    if (!strncmp(args, "disk ", 5))
+        return disk(args + 5);
     unsigned long n = strtoul(args + 4, 0, 0);
     if (!strncmp(args, "spin", 4)) {
         unsigned long x = 0;

@@ -81,6 +81,7 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..boot import BootError
     from ..console import open_console
+    from ..drivers.block import BlockError
     from ..machine import Machine, Stop
 
     config, mconf = load_machine_config(args.config, args.set)
@@ -94,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             machine = Machine(mconf, frontend)
             machine.boot()
-        except BootError as e:
+        except (BootError, BlockError) as e:
             raise CommandError(str(e)) from None
         while True:
             stop = machine.run()

@@ -1,0 +1,98 @@
+"""``molpy cow``: what a -cow overlay holds, and committing or discarding it."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import CommandError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("cow", help="inspect, commit or discard a -cow overlay",
+                       description="A -cow disk's writes go to an overlay file in cow_dir "
+                                   "(NAME-HASH.cow; the previous run's is NAME-HASH.cow.prev). "
+                                   "These commands work on such a file.")
+    cmds = p.add_subparsers(dest="cow_command", metavar="ACTION", required=True)
+    i = cmds.add_parser("info", help="what an overlay holds and whether its disk still matches")
+    i.add_argument("overlay")
+    i.set_defaults(func=info)
+    c = cmds.add_parser("commit", help="write an overlay's changes into its disk",
+                        description="Write the overlay's sectors into the disk it belongs to, fsync "
+                                    "the disk, then mark the overlay empty. Safe to interrupt: run it "
+                                    "again and it finishes. Sessions saved against the disk will no "
+                                    "longer resume afterwards.")
+    c.add_argument("overlay")
+    c.add_argument("--force", action="store_true",
+                   help="commit even though the disk changed since the overlay was made")
+    c.set_defaults(func=commit)
+    d = cmds.add_parser("discard", help="drop an overlay's changes (removes the file)")
+    d.add_argument("overlay")
+    d.set_defaults(func=discard)
+
+
+def _mib(sectors: int) -> str:
+    return f"{sectors * 512 / (1 << 20):.1f} MiB"
+
+
+def info(args: argparse.Namespace) -> int:
+    from ..drivers.block import BlockError
+    from ..drivers.cow import STATE_COMMITTING, overlay_info
+
+    try:
+        i = overlay_info(args.overlay)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    print(f"overlay:  {i.path}")
+    print(f"disk:     {i.base.path} ({i.base.size} bytes)")
+    print(f"holds:    {i.sectors} sectors ({_mib(i.sectors)}); {i.file_bytes / (1 << 20):.1f} MiB on the host")
+    if i.state == STATE_COMMITTING:
+        print(f"state:    a commit was interrupted at sector {i.progress}; run 'molpy cow commit' again")
+    print("disk matches: yes" if i.base_matches else f"disk matches: NO - {i.base_problem}")
+    return 0
+
+
+def commit(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..drivers.block import BlockError
+    from ..drivers.cow import commit as do_commit
+
+    progress = None
+    bar = None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+        bar = Progress("commit", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                       transient=True)
+        task = bar.add_task("commit", total=None)
+        bar.start()
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or 1)
+    try:
+        result = do_commit(args.overlay, force=args.force, progress=progress)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    except OSError as e:
+        raise CommandError(f"commit of {args.overlay} failed: {e.strerror or e}; nothing is lost: "
+                           f"fix the cause and run the commit again") from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    how = "finished an interrupted commit: " if result.resumed else ""
+    print(f"{how}committed {result.sectors} sectors ({_mib(result.sectors)}) into {result.base}; "
+          f"the overlay is now empty")
+    print(f"note: sessions saved against {result.base} will no longer resume (the disk changed)",
+          file=sys.stderr)
+    return 0
+
+
+def discard(args: argparse.Namespace) -> int:
+    from ..drivers.block import BlockError
+    from ..drivers.cow import discard as do_discard
+
+    try:
+        held, base = do_discard(args.overlay)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    print(f"discarded {held} sectors ({_mib(held)}) of changes to {base}; removed {args.overlay}")
+    return 0

@@ -1,0 +1,70 @@
+"""``molpy img``: make and inspect raw disk images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..cli import CommandError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("img", help="create or inspect a raw disk image",
+                       description="Raw disk images for blkdev lines.")
+    cmds = p.add_subparsers(dest="img_command", metavar="ACTION", required=True)
+    c = cmds.add_parser("create", help="make a sparse raw image",
+                        description="Make a sparse raw image of SIZE bytes (512, 64K, 64M, 2G ...). "
+                                    "An existing file is never overwritten.")
+    c.add_argument("file")
+    c.add_argument("size")
+    c.set_defaults(func=create)
+    i = cmds.add_parser("info", help="size and allocation of an image",
+                        description="Show an image's size, the space it takes on the host and, when "
+                                    "it is a molpy demo disk, its boot count.")
+    i.add_argument("file")
+    i.set_defaults(func=info)
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def create(args: argparse.Namespace) -> int:
+    from ..config import parse_size
+    from ..drivers.block import BlockError, create_image
+
+    try:
+        size = parse_size(args.size)
+        create_image(args.file, size)
+    except (ValueError, BlockError) as e:
+        raise CommandError(str(e)) from None
+    print(f"created {args.file}: {_human(size)} ({size // 512} sectors), sparse")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from ..drivers.block import BlockError, RawBackend
+    from ..drivers.demo_disk import read_boot_count
+
+    try:
+        disk = RawBackend(args.file, readonly=True, lock=False)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    try:
+        st = os.fstat(disk.fd)
+        print(f"image:     {disk.path}")
+        print(f"size:      {_human(disk.size)} ({disk.size} bytes, {disk.size // 512} sectors)")
+        if disk.size % 512:
+            print(f"warning:   the size is not a multiple of 512; the last {disk.size % 512} bytes "
+                  "are not reachable by the guest")
+        print(f"allocated: {_human(st.st_blocks * 512)} on the host")
+        count = read_boot_count(args.file)
+        if count is not None:
+            print(f"boot count: {count} (molpy demo boot record in sector 1)")
+    finally:
+        disk.close()
+    return 0
