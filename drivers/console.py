@@ -49,16 +49,20 @@ class ConsoleDevice(Device):
         return len(keys).to_bytes(4, "big") + keys + bytes(self._line)
 
     def load_state(self, data: bytes) -> None:
+        """Keys saved unread come first; keys typed since (before the resume) follow."""
         n = int.from_bytes(data[:4], "big")
-        if len(data) < 4 + n:
+        if len(data) < 4 or len(data) < 4 + n:
             raise ValueError("console state is truncated")
-        self._saved = data
-        self.machine.frontend.restore_input(data[4:4 + n])
-        self._line = bytearray(data[4 + n:])
+        self._saved = (data[4:4 + n], bytes(data[4 + n:]))
+        frontend = self.machine.frontend
+        frontend.restore_input(self._saved[0] + frontend.pending_input())
+        self._line = bytearray(self._saved[1])
 
     def reset(self) -> None:
+        """Exactly the saved keys and log line: input fed before reset() is dropped."""
         if hasattr(self, "_saved"):
-            self.load_state(self._saved)
+            self.machine.frontend.restore_input(self._saved[0])
+            self._line = bytearray(self._saved[1])
 
     def close(self) -> None:
         if self._line:

@@ -156,14 +156,13 @@ class OsiBlk(Device):
 
     JSON: ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
     unit: ``unit, path, size, inode, mtime_ns`` (the disk's identity; for ``-cow`` the
-    base disk's), ``cow``, ``readonly``, ``digest`` (content digest of the disk, or
-    null unless ``save_digests`` is set) and ``overlay`` (byte length of the unit's
+    base disk's), ``cow``, ``readonly``, ``digest`` (SHA-256 of the disk's contents
+    at save time, checked by ``session verify --deep``) and ``overlay`` (byte length of the unit's
     exported cow overlay, or null when the overlay held no data). The overlay blobs
     follow the JSON in unit order.
     """
 
     kind = "ABLK"
-    save_digests = False           # the session layer may switch on digests (--deep)
 
     def __init__(self, machine, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
         self.machine = machine
@@ -430,7 +429,7 @@ class OsiBlk(Device):
         disks, blobs = [], []
         for i, u in enumerate(self.units):
             u.backend.flush()
-            m = self.marker(u, i, self.save_digests)
+            m = self.marker(u, i, digest=True)
             if u.cow and u.backend.has_data():
                 blob = u.backend.export_overlay()
                 m["overlay"] = len(blob)
@@ -483,10 +482,9 @@ class OsiBlk(Device):
                 problems.append(f"unit {m['unit']}: the session was saved with disk {path} but this config "
                                 f"attaches {now['path']} there; attach the same blkdevs, or start with --fresh")
                 continue
-            if bool(m["cow"]) != u.cow:
-                problems.append(f"disk {path}: the session was saved with it {'with' if m['cow'] else 'without'} "
-                                f"-cow and it is now {'with' if u.cow else 'without'}; use the same flags, "
-                                f"or start with --fresh")
+            if m["overlay"] is not None and not u.cow:
+                problems.append(f"disk {path}: the session holds the guest's changes to it in a cow "
+                                f"overlay; attach it with -cow to resume, or start with --fresh")
                 continue
             changes = []
             if now["size"] != m["size"]:

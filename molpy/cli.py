@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("run", "cow", "img")   # modules of molpy.commands, each with add_parser() and main()
+COMMANDS = ("run", "cow", "img", "session")   # modules of molpy.commands, each with add_parser() and main()
 
 EXIT_USAGE = 2
 

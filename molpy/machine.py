@@ -7,8 +7,10 @@ any OSI call; everything that stops the guest is decided between slices.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,8 @@ class Machine:
         self.cpu.uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.address)
         self.exit_code: int | None = None
         self.fault: GuestFault | None = None
+        self._saved_state: CpuState | None = None
+        self.saved = False                  # a session was saved from this machine
         self._error: BaseException | None = None
         self.osi = OsiDispatcher(self.cpu, self._on_fault, self._on_error)
         from .drivers.device import create_devices
@@ -183,6 +187,93 @@ class Machine:
 
     def set_state(self, state: CpuState) -> None:
         self.cpu.set_state(state)
+
+    # -- sessions --
+
+    def save_session(self, path: str | None = None) -> int:
+        """Save RAM, CPU and device state (between slices); returns the file's size.
+
+        Refuses a read-only session (it is never written) and waits for no device: every
+        osi_blk request completes before its OSI call returns.
+        """
+        from .emulation.session import SessionError, write_session
+
+        path = path or self.config.session_file
+        if not path:
+            raise SessionError("no session_file is set in the molrc; nothing saved")
+        if self.config.session_readonly and os.path.abspath(path) == os.path.abspath(
+                self.config.session_file or ""):
+            raise SessionError(f"session {path} is read-only (session_readonly: yes); not saved")
+        for dev in self.devices:
+            reason = dev.prepare_save()
+            if reason:
+                raise SessionError(f"cannot save now: {reason}")
+        self.frontend.flush()
+        devices = [(dev.kind, dev.instance, dev.save_state()) for dev in self.devices]
+        return write_session(path, self.memory.view, self.cpu.get_state().as_dict(), devices,
+                             self.config.config_checksum)
+
+    @classmethod
+    def from_session(cls, path: str, config: MachineConfig | None = None,
+                     frontend: Frontend | None = None) -> "Machine":
+        """A machine resumed from a session file: RAM mapped copy-on-write from it.
+
+        A session that is not read-only (``config.session_readonly`` false) is marked
+        used, so it resumes once (MOL's behaviour).
+        """
+        from .emulation.session import SessionError, open_session
+
+        config = config or MachineConfig(session_file=path, session_readonly=True)
+        readonly = config.session_readonly
+        session = open_session(path, writable=not readonly)
+        machine = None
+        try:
+            if session.used and not readonly:
+                raise SessionError(f"session {path} was already resumed once (session_readonly: no); "
+                                   f"it resumes only once")
+            # the session is the machine: its RAM size wins over ram_size
+            config = dataclasses.replace(config, ram_mib=session.ram_size >> 20)
+            state = CpuState.from_dict(session.cpu_dict())
+            memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
+            machine = cls(config, frontend, memory=memory)
+            machine.load_saved(state, session.device_chunks(), path)
+            if not readonly:
+                session.mark_used()
+            return machine
+        except (ValueError, KeyError, TypeError) as e:
+            if machine is not None:
+                machine.close()
+            raise SessionError(f"session {path} is damaged ({e})") from None
+        except BaseException:
+            if machine is not None:
+                machine.close()
+            raise
+        finally:
+            session.close()
+
+    def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str) -> None:
+        """Put the CPU and every device in their saved state (and remember it for reset)."""
+        from .emulation.session import SessionError
+
+        missing = [f"{d.kind}/{d.instance}" for d in self.devices if (d.kind, d.instance) not in chunks]
+        if missing:
+            raise SessionError(f"session {where} has no state for device {', '.join(missing)}")
+        self.cpu.set_state(state)
+        for dev in self.devices:
+            dev.load_state(chunks[(dev.kind, dev.instance)])
+        self._saved_state = state
+
+    def reset(self) -> None:
+        """Back to the session's state in-process: RAM, CPU, devices and overlays."""
+        if self._saved_state is None:
+            raise RuntimeError("reset() needs a machine made by Machine.from_session()")
+        self.memory.discard_changes()
+        self.cpu.uc.ctl_flush_tb()
+        self.cpu.set_state(self._saved_state)
+        for dev in self.devices:
+            dev.reset()
+        self.exit_code = None
+        self.fault = None
 
     def close(self) -> None:
         for dev in reversed(self.devices):

@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import sys
+import time
 
 from ..cli import CommandError
 
@@ -26,6 +27,8 @@ def add_parser(sub) -> None:
                    help="set a molrc variable (usable as ${KEY}; also defines KEY); repeatable")
     p.add_argument("--log", metavar="FILE", help="where the guest's log (OSI LOG_PUTC) goes; "
                    "'-' for stderr (default: molpy.log in molpy's data directory)")
+    p.add_argument("--fresh", action="store_true",
+                   help="boot the guest even when the molrc's session_file holds a saved session")
     p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
     p.set_defaults(func=main)
 
@@ -78,11 +81,66 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
     guest.addHandler(handler)
 
 
-def main(args: argparse.Namespace) -> int:
+def start_machine(mconf, frontend, fresh: bool):
+    """Resume the session_file when it holds a usable session (as MOL did), else boot."""
     from ..boot import BootError
-    from ..console import open_console
     from ..drivers.block import BlockError
-    from ..machine import Machine, Stop
+    from ..drivers.device import StateMismatch
+    from ..emulation.session import SessionError, open_session
+    from ..machine import Machine
+
+    path = mconf.session_file
+    try:
+        if path and not fresh and os.path.exists(path):
+            try:
+                with_used = open_session(path)
+                used = with_used.used
+                with_used.close()
+            except SessionError as e:
+                raise CommandError(f"{e}. Start with --fresh to boot instead (the file is left as it is)") from None
+            if used and not mconf.session_readonly:
+                note(frontend, f"session {path} was already resumed once (session_readonly: no); booting fresh")
+            else:
+                t = time.perf_counter()
+                machine = Machine.from_session(path, mconf, frontend)
+                note(frontend, f"resumed session {path} ({(time.perf_counter() - t) * 1000:.0f} ms)"
+                     + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+                return machine
+        machine = Machine(mconf, frontend)
+        try:
+            machine.boot()
+        except BaseException:
+            machine.close()
+            raise
+        return machine
+    except (BootError, BlockError, SessionError, StateMismatch) as e:
+        raise CommandError(str(e)) from None
+
+
+def note(frontend, text: str) -> None:
+    """One line for the user, between the guest's output lines."""
+    frontend.write(f"molpy: {text}\r\n".encode())
+
+
+def save(machine, frontend) -> bool:
+    """F12: save the session; True when saved (molpy then exits, as MOL did)."""
+    from ..emulation.session import SessionError
+
+    t = time.perf_counter()
+    try:
+        size = machine.save_session()
+    except SessionError as e:
+        note(frontend, f"F12: {e}")
+        return False
+    machine.saved = True
+    note(frontend, f"session saved to {machine.config.session_file} ({size / (1 << 20):.1f} MiB, "
+                   f"{time.perf_counter() - t:.2f} s)")
+    return True
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..console import open_console
+    from ..machine import Stop
 
     config, mconf = load_machine_config(args.config, args.set)
     setup_logging(args.log, args.verbose)
@@ -92,17 +150,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         if hasattr(frontend, "install_signals"):
             frontend.install_signals()
-        try:
-            machine = Machine(mconf, frontend)
-            machine.boot()
-        except (BootError, BlockError) as e:
-            raise CommandError(str(e)) from None
+        machine = start_machine(mconf, frontend, args.fresh)
         while True:
             stop = machine.run()
-            if stop is Stop.SAVE:
-                frontend.write(b"\r\nmolpy: F12: this molrc has no session_file; nothing saved\r\n")
-                continue
-            break
+            if stop is not Stop.SAVE:
+                break
+            if save(machine, frontend):
+                stop = Stop.QUIT
+                break
     finally:
         frontend.close()
         if machine is not None:
@@ -112,6 +167,8 @@ def main(args: argparse.Namespace) -> int:
     if stop is Stop.FAULT:
         print(machine.fault.report(), file=sys.stderr)
         return EXIT_FAULT
+    if stop is Stop.QUIT and machine.saved:
+        return 0
     if stop is Stop.QUIT:
         print("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof
               else "molpy: quit (Ctrl-])", file=sys.stderr)

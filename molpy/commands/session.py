@@ -1,0 +1,108 @@
+"""``molpy session``: what a session file holds, and whether it still fits its disks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from ..cli import CommandError
+
+EXIT_MISMATCH = 1
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("session", help="inspect or verify a saved session",
+                       description="Sessions are saved with F12 (molpy run) into the molrc's session_file.")
+    cmds = p.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    i = cmds.add_parser("info", help="what a session holds")
+    i.add_argument("file")
+    i.set_defaults(func=info)
+    v = cmds.add_parser("verify", help="check a session against its disks",
+                        description="Check every chunk's checksum (RAM included) and every disk-sync "
+                                    "marker against the disks the molrc attaches. Exit status 0 when the "
+                                    "session would resume, 1 when it would not.")
+    v.add_argument("file")
+    v.add_argument("-f", "--config", metavar="MOLRC", help="the molrc whose disks to check against "
+                   "(default: ./molrc, else the built-in config)")
+    v.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[])
+    v.add_argument("--deep", action="store_true",
+                   help="also compare a digest of every disk's contents with the one taken at save time")
+    v.set_defaults(func=verify)
+
+
+def _open(path: str):
+    from ..emulation.session import SessionError, open_session
+
+    try:
+        return open_session(path)
+    except SessionError as e:
+        raise CommandError(str(e)) from None
+
+
+def info(args: argparse.Namespace) -> int:
+    s = _open(args.file)
+    try:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.saved_ns / 1e9))
+        cpu = s.cpu_dict()
+        print(f"session:  {s.path}")
+        print(f"saved:    {saved} by molpy {s.molpy_version} (format {s.version})")
+        print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
+        print(f"RAM:      {s.ram_size >> 20} MiB")
+        print(f"CPU:      pc 0x{cpu['pc']:08x}  msr 0x{cpu['msr']:08x}")
+        for (kind, instance), data in sorted(s.device_chunks().items()):
+            extra = ""
+            if kind == "ABLK":
+                extra = "  " + _disks(data)
+            print(f"device:   {kind}/{instance}: {len(data)} bytes{extra}")
+    finally:
+        s.close()
+    return 0
+
+
+def _disks(data: bytes) -> str:
+    from ..drivers.osi_blk import _parse_state
+
+    try:
+        _, disks, _ = _parse_state(data)
+    except ValueError as e:
+        return f"({e})"
+    parts = [f"{m['path']}{' (overlay ' + str(m['overlay']) + ' bytes)' if m['overlay'] else ''}" for m in disks]
+    return "disks: " + (", ".join(parts) or "none")
+
+
+def verify(args: argparse.Namespace) -> int:
+    from ..drivers.block import BlockError
+    from ..machine import Machine
+    from .run import load_machine_config
+
+    s = _open(args.file)
+    problems: list[str] = []
+    try:
+        if not s.verify_ram():
+            problems.append("the RAM chunk fails its checksum (the file is damaged)")
+        chunks = s.device_chunks()
+        _, mconf = load_machine_config(args.config, args.set)
+        import dataclasses
+        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None)
+        try:
+            machine = Machine(mconf)
+        except BlockError as e:
+            raise CommandError(str(e)) from None
+        try:
+            for dev in machine.devices:
+                data = chunks.get((dev.kind, dev.instance))
+                if data is None:
+                    problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
+                    continue
+                problems += dev.verify_state(data, deep=args.deep)
+        finally:
+            machine.close()
+    finally:
+        s.close()
+    if problems:
+        for p in problems:
+            print(f"molpy: {args.file}: {p}")
+        return EXIT_MISMATCH
+    print(f"{args.file}: OK ({'chunks, disk markers and disk contents' if args.deep else 'chunks and disk markers'} match)")
+    return 0
