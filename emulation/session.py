@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
 import threading
 import time
@@ -95,7 +96,10 @@ class SessionFile:
         with mmap.mmap(self.fd, ram.length, mmap.MAP_SHARED, mmap.PROT_READ, offset=ram.offset) as m:
             view = memoryview(m)
             try:
-                return ram_checksum(view, nonzero_page_runs(view)) == ram.crc
+                crc = 0
+                for runs in _runs_by_slice(view):
+                    crc = ram_checksum(view, runs, crc)
+                return crc == ram.crc
             finally:
                 view.release()
 
@@ -211,22 +215,32 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         blobs.append((pos, data))
         pos += len(data)
     ram_offset = (pos + PAGE - 1) // PAGE * PAGE
-    runs = nonzero_page_runs(ram)
-    crc_box: list[int] = []
-    # CRC-32 of RAM in a second thread (zlib releases the GIL) while this one writes
-    worker = threading.Thread(target=lambda: crc_box.append(ram_checksum(ram, runs)), daemon=True)
+    # RAM goes out in slices: this thread finds the non-zero pages of a slice and writes
+    # them while a second thread checksums the previous slice (zlib and numpy release the GIL).
+    work: queue.Queue = queue.Queue()
+    crc_box = [0]
+
+    def checksum_worker() -> None:
+        while (item := work.get()) is not None:
+            crc_box[0] = ram_checksum(ram, item, crc_box[0])
+
+    worker = threading.Thread(target=checksum_worker, daemon=True)
     worker.start()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     except OSError as e:
+        work.put(None)
         worker.join()
         raise SessionError(f"cannot write the session in {folder}: {e.strerror}") from None
     try:
         os.ftruncate(fd, ram_offset + len(ram))
         for off, data in blobs:
             _pwrite_all(fd, data, off)
-        for off, length in runs:
-            _pwrite_all(fd, ram[off:off + length], ram_offset + off)
+        for runs in _runs_by_slice(ram):
+            work.put(runs)
+            for off, length in runs:
+                _pwrite_all(fd, ram[off:off + length], ram_offset + off)
+        work.put(None)
         worker.join()
         entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0]))
         table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc, 0) for c in entries)
@@ -234,11 +248,13 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         _pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, time.time_ns()), 0)
         os.fsync(fd)
     except OSError as e:
+        work.put(None)
         os.close(fd)
         os.unlink(tmp)
         raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
                            f"(if any) is unchanged") from None
     except BaseException:
+        work.put(None)
         os.close(fd)
         os.unlink(tmp)
         raise
@@ -252,13 +268,22 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     return ram_offset + len(ram)
 
 
-def ram_checksum(ram: memoryview, runs: list[tuple[int, int]]) -> int:
+SLICE = 32 << 20
+
+
+def _runs_by_slice(ram: memoryview):
+    """The non-zero page runs of RAM, one list per slice (runs never cross a slice)."""
+    for start in range(0, len(ram), SLICE):
+        part = ram[start:start + SLICE]
+        yield [(start + off, length) for off, length in nonzero_page_runs(part)]
+
+
+def ram_checksum(ram: memoryview, runs: list[tuple[int, int]], crc: int = 0) -> int:
     """CRC-32 over every run of non-zero pages: its offset and length, then its bytes.
 
     Zero pages are not fed in (that would cost as much as the save itself), yet a hole
     that gained data changes the runs and so the checksum.
     """
-    crc = 0
     for off, length in runs:
         crc = zlib.crc32(struct.pack(">QQ", off, length), crc)
         crc = zlib.crc32(ram[off:off + length], crc)

@@ -262,6 +262,9 @@ class Machine:
         for dev in self.devices:
             dev.load_state(chunks[(dev.kind, dev.instance)])
         self._saved_state = state
+        # In-process, Unicorn's own CPU context (every SPR included) restores in microseconds;
+        # it cannot go into a file (it holds pointers), which is why the session stores CpuState.
+        self._saved_context = self.cpu.uc.context_save()
 
     def reset(self) -> None:
         """Back to the session's state in-process: RAM, CPU, devices and overlays."""
@@ -269,7 +272,7 @@ class Machine:
             raise RuntimeError("reset() needs a machine made by Machine.from_session()")
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()
-        self.cpu.set_state(self._saved_state)
+        self.cpu.uc.context_restore(self._saved_context)
         for dev in self.devices:
             dev.reset()
         self.exit_code = None
