@@ -34,7 +34,8 @@ def fmt(value) -> str:
 def write_table(rows: list[dict], path: Path) -> None:
     lines = ["# molpy benchmarks", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Python {platform.python_version()}, "
-             "molpy and the reference in the same run. Ratio = molpy / reference in the sense of the target.",
+             "molpy and the reference in the same run. Ratio: molpy against the reference, above 1 when molpy is "
+             "faster (reference time / molpy time, or molpy rate / reference rate).",
              "", "| benchmark | molpy | reference | unit | ratio | target | note |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -215,32 +215,46 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         blobs.append((pos, data))
         pos += len(data)
     ram_offset = (pos + PAGE - 1) // PAGE * PAGE
-    # RAM goes out in slices: this thread finds the non-zero pages of a slice and writes
-    # them while a second thread checksums the previous slice (zlib and numpy release the GIL).
-    work: queue.Queue = queue.Queue()
+    # RAM goes out in slices. A worker thread finds the non-zero pages of each slice and
+    # hands them over, then checksums them all; this thread writes them and syncs meanwhile (numpy, zlib, pwrite and fsync release the GIL). The guest is stopped, so
+    # RAM does not change under either thread.
+    slices: queue.Queue = queue.Queue()
     crc_box = [0]
+    stop = threading.Event()
 
-    def checksum_worker() -> None:
-        while (item := work.get()) is not None:
-            crc_box[0] = ram_checksum(ram, item, crc_box[0])
+    def worker_loop() -> None:
+        found = []
+        try:
+            for runs in _runs_by_slice(ram):
+                if stop.is_set():
+                    return
+                slices.put(runs)
+                found.append(runs)
+        finally:
+            slices.put(None)
+        for runs in found:
+            if stop.is_set():
+                return
+            crc_box[0] = ram_checksum(ram, runs, crc_box[0])
 
-    worker = threading.Thread(target=checksum_worker, daemon=True)
-    worker.start()
+    def stop_worker() -> None:
+        stop.set()
+        worker.join()
+
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        work.put(None)
-        worker.join()
         raise SessionError(f"cannot write the session in {folder}: {e.strerror}") from None
+    worker = threading.Thread(target=worker_loop, daemon=True)
+    worker.start()
     try:
         os.ftruncate(fd, ram_offset + len(ram))
         for off, data in blobs:
             _pwrite_all(fd, data, off)
-        for runs in _runs_by_slice(ram):
-            work.put(runs)
+        while (runs := slices.get()) is not None:
             for off, length in runs:
                 _pwrite_all(fd, ram[off:off + length], ram_offset + off)
-        work.put(None)
+        os.fsync(fd)
         worker.join()
         entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0]))
         table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc, 0) for c in entries)
@@ -248,24 +262,37 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         _pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, time.time_ns()), 0)
         os.fsync(fd)
     except OSError as e:
-        work.put(None)
+        stop_worker()
         os.close(fd)
         os.unlink(tmp)
         raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
                            f"(if any) is unchanged") from None
     except BaseException:
-        work.put(None)
+        stop_worker()
         os.close(fd)
         os.unlink(tmp)
         raise
     os.close(fd)
+    previous = _hold(path)
     os.replace(tmp, path)
     dfd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    if previous is not None:
+        # Freeing the replaced session's blocks happens at its last close and takes tens
+        # of milliseconds for a big file; the save is complete, so another thread waits.
+        threading.Thread(target=os.close, args=(previous,), daemon=True).start()
     return ram_offset + len(ram)
+
+
+def _hold(path: str) -> int | None:
+    """An open descriptor on the file about to be replaced, or None if there is none."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 SLICE = 32 << 20
