@@ -106,6 +106,7 @@ class RawBackend:
             st = os.fstat(self.fd)
             if stat.S_ISDIR(st.st_mode):
                 raise BlockError(f"disk {path}: is a directory")
+            self.regular = stat.S_ISREG(st.st_mode)
             self.size = _device_size(self.fd) if stat.S_ISBLK(st.st_mode) else st.st_size
             if lock:
                 lock_file(self.fd, self.path, exclusive=not readonly)
@@ -114,18 +115,27 @@ class RawBackend:
             raise
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        """Fill ``buf`` from ``offset``; bytes past the end of a short file read as zeros."""
+        """Fill ``buf`` from ``offset``; a disk that shrank under molpy is an I/O error."""
         done = os.preadv(self.fd, [buf], offset)
         while done < len(buf):
             n = os.preadv(self.fd, [buf[done:]], offset + done)
             if n == 0:
-                buf[done:] = bytes(len(buf) - done)
-                return
+                raise OSError(errno.EIO, f"the disk ends at byte {offset + done}, it was {self.size} "
+                                         f"bytes when molpy opened it (it shrank)")
             done += n
 
     def write(self, offset: int, buf: memoryview) -> None:
+        """Write in place, unless the file was deleted or shrank under molpy (then EIO:
+        the data would be lost with the deleted file, or land beside a hole)."""
         if self.readonly:
             raise BlockError(f"disk {self.path} is read-only")
+        if self.regular:
+            st = os.fstat(self.fd)
+            if st.st_nlink == 0:
+                raise OSError(errno.EIO, "the disk file was deleted while in use")
+            if st.st_size < self.size:
+                raise OSError(errno.EIO, f"the disk shrank to {st.st_size} bytes while in use "
+                                         f"(it was {self.size})")
         done = 0
         while done < len(buf):
             done += os.pwritev(self.fd, [buf[done:]], offset + done)

@@ -89,6 +89,8 @@ class Header:
         if plen > MAX_PATH or state not in (STATE_READY, STATE_COMMITTING) or hsize != HEADER_SIZE:
             raise BlockError(f"{where}: the overlay header is damaged")
         path = raw[_FIXED.size:_FIXED.size + plen].decode("utf-8", "replace")
+        if not path.startswith("/") or "\0" in path:
+            raise BlockError(f"{where}: the overlay header is damaged (disk path)")
         h = cls(nsectors=nsectors, base=Identity(path, size, inode, mtime, dev), state=state,
                 progress=progress)
         if (bm_off, bm_size, data_off) != (h.bitmap_offset, h.bitmap_size, h.data_offset) \
@@ -168,6 +170,13 @@ class Overlay:
             spare = header.bitmap_size * 8 - header.nsectors
             if spare and bits[-1] & ((1 << spare) - 1):
                 raise BlockError(f"{path}: the overlay bitmap claims sectors past the end of the disk")
+            used = len(bits.rstrip(b"\0"))
+            if used:
+                last = used * 8 - 1 - (bits[used - 1] & -bits[used - 1]).bit_length() + 1
+                need = header.data_offset + (last + 1) * SECTOR
+                if os.fstat(fd).st_size < need:
+                    raise BlockError(f"{path}: the overlay is truncated (it holds sector {last}, which "
+                                     f"ends at byte {need}, but the file has {os.fstat(fd).st_size})")
         except BaseException:
             os.close(fd)
             raise

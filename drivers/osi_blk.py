@@ -236,6 +236,7 @@ class OsiBlk(Device):
                 u.backend.write(offset, buf)
             else:
                 u.backend.readinto(offset, buf)
+                self.machine.cpu.code_changed(addr, addr + size)
         except self._io_errors as e:
             self._warn_once(f"io:{u.backend.path}", "osi_blk: %s error on %s at byte %d: %s",
                             "write" if write else "read", u.backend.path, offset, e)
@@ -573,16 +574,18 @@ def _parse_state(data: bytes) -> tuple[RingState, list[dict], list[bytes | None]
     return ring, disks, blobs
 
 
-def open_units(specs: list, cow_dir: str | None) -> list[Unit]:
-    """Open every blkdev in order; on a failure close the ones already open and re-raise."""
-    from .block import open_blkdev
+def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> list[Unit]:
+    """Open every blkdev in order; on a failure close the ones already open and re-raise.
+
+    ``inspect_only`` (session verify) opens every disk read-only and makes no overlay."""
+    from .block import RawBackend, open_blkdev
     from .demo_disk import ensure_demo_disk
 
     units: list[Unit] = []
     try:
         for spec in specs:
             ensure_demo_disk(spec.path)
-            backend = open_blkdev(spec, cow_dir)
+            backend = RawBackend(spec.path, readonly=True) if inspect_only else open_blkdev(spec, cow_dir)
             units.append(Unit(spec=spec, backend=backend, flags=unit_flags(spec, backend)))
     except BaseException:
         for u in units:
@@ -602,6 +605,6 @@ def create(machine) -> OsiBlk:
         return OsiBlk(machine, [])
     from .block import BlockError
 
-    units = open_units(specs, machine.config.cow_dir)
+    units = open_units(specs, machine.config.cow_dir, machine.config.inspect_only)
     return OsiBlk(machine, units, io_errors=(OSError, BlockError))
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 
 MAGIC = b"MOLPYSES"
-VERSION = 1
+VERSION = 2                       # 2: the header holds the chunk table's CRC-32
 HEADER_SIZE = 4096
 PAGE = 4096
 FLAG_USED = 1                     # a non-read-only session that has been resumed once
@@ -60,6 +60,7 @@ class SessionFile:
     ram_size: int
     saved_ns: int
     chunks: list[Chunk]
+    table_crc: int
     small: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
     writable: bool = False
 
@@ -85,7 +86,7 @@ class SessionFile:
         """MOL's behaviour for sessions that are not read-only: they resume once."""
         self.flags |= FLAG_USED
         os.pwrite(self.fd, _pack_header(self.flags, self.config_checksum, self.ram_size, len(self.chunks),
-                                        self.saved_ns, self.molpy_version), 0)
+                                        self.table_crc, self.saved_ns, self.molpy_version), 0)
         os.fsync(self.fd)
 
     def verify_ram(self) -> bool:
@@ -109,10 +110,10 @@ class SessionFile:
             os.close(fd)
 
 
-def _pack_header(flags: int, checksum: str, ram_size: int, nchunks: int, saved_ns: int,
+def _pack_header(flags: int, checksum: str, ram_size: int, nchunks: int, table_crc: int, saved_ns: int,
                  version: str = __version__) -> bytes:
     fixed = _HEADER.pack(MAGIC, VERSION, flags, version.encode()[:16], checksum.encode()[:64], ram_size,
-                         nchunks, 0, HEADER_SIZE, saved_ns)
+                         nchunks, table_crc, HEADER_SIZE, saved_ns)
     body = fixed.ljust(HEADER_SIZE - 4, b"\0")
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -135,7 +136,7 @@ def _read(path: str, fd: int, writable: bool) -> SessionFile:
     head = os.pread(fd, HEADER_SIZE, 0)
     if len(head) < _HEADER.size or head[:8] != MAGIC:
         raise SessionError(f"{path} is not a molpy session file")
-    magic, version, flags, mver, checksum, ram_size, nchunks, _, table, saved_ns = _HEADER.unpack_from(head)
+    magic, version, flags, mver, checksum, ram_size, nchunks, table_crc, table, saved_ns = _HEADER.unpack_from(head)
     if version != VERSION:
         raise SessionError(f"{path}: session format version {version} is not supported (this molpy "
                            f"{__version__} reads version {VERSION}); start with --fresh")
@@ -147,12 +148,14 @@ def _read(path: str, fd: int, writable: bool) -> SessionFile:
     raw = os.pread(fd, nchunks * _ENTRY.size, table)
     if len(raw) != nchunks * _ENTRY.size:
         raise SessionError(f"{path} is truncated (chunk table incomplete)")
+    if zlib.crc32(raw) != table_crc:
+        raise SessionError(f"{path}: the session is damaged (the chunk table fails its checksum)")
     chunks = [Chunk(k, i, off, length, crc) for k, i, off, length, crc, _ in
               (_ENTRY.unpack_from(raw, n * _ENTRY.size) for n in range(nchunks))]
     s = SessionFile(path=path, fd=fd, version=version, flags=flags,
                     molpy_version=mver.rstrip(b"\0").decode("ascii", "replace"),
                     config_checksum=checksum.rstrip(b"\0").decode("ascii", "replace"), ram_size=ram_size,
-                    saved_ns=saved_ns, chunks=chunks, writable=writable)
+                    saved_ns=saved_ns, chunks=chunks, table_crc=table_crc, writable=writable)
     seen = set()
     rams = [c for c in chunks if c.kind == RAM_KIND]
     if len(rams) != 1:
@@ -204,6 +207,7 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    _remove_stale_temporaries(folder, os.path.basename(path))
     small = [(CPU_KIND, 0, json.dumps(cpu, separators=(",", ":")).encode())]
     for kind, instance, data in devices:
         small.append((kind.encode("ascii")[:4].ljust(4), instance, bytes(data)))
@@ -259,7 +263,7 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0]))
         table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc, 0) for c in entries)
         _pwrite_all(fd, table, HEADER_SIZE)
-        _pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, time.time_ns()), 0)
+        _pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, zlib.crc32(table), time.time_ns()), 0)
         os.fsync(fd)
     except OSError as e:
         stop_worker()
@@ -285,6 +289,30 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         # of milliseconds for a big file; the save is complete, so another thread waits.
         threading.Thread(target=os.close, args=(previous,), daemon=True).start()
     return ram_offset + len(ram)
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Temporary files of saves that were killed (their process is gone) only take space."""
+    prefix = f".{name}.tmp."
+    try:
+        entries = [e for e in os.listdir(folder) if e.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                               # still running: another molpy is saving
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+        except OSError:
+            pass
 
 
 def _hold(path: str) -> int | None:

@@ -53,6 +53,7 @@ class MachineConfig:
     session_file: str | None = None
     session_readonly: bool = False
     config_checksum: str = ""
+    inspect_only: bool = False      # open disks read-only, make no overlays (session verify)
 
     @classmethod
     def from_config(cls, config) -> "MachineConfig":

@@ -75,3 +75,15 @@ def test_help_and_usage(cli):
     assert r.returncode == 2 and b"usage" in r.stderr
     r = cli("frobnicate")
     assert r.returncode == 2 and b"invalid choice" in r.stderr
+
+
+def test_check_a_molrc_without_running(cli, tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(4096))
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 32\nblkdev: {disk} -rw\n")
+    r = cli("run", "-f", str(rc), "--check")
+    assert r.returncode == 0 and b"ok: 32 MiB RAM, 1 disk(s)" in r.stdout and not r.stderr
+    disk.unlink()
+    r = cli("run", "-f", str(rc), "--check")
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"does not exist" in r.stderr

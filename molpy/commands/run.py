@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
                    "'-' for stderr (default: molpy.log in molpy's data directory)")
     p.add_argument("--fresh", action="store_true",
                    help="boot the guest even when the molrc's session_file holds a saved session")
+    p.add_argument("--check", action="store_true",
+                   help="check the molrc (its values, that its disks and bootfile exist), then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
     p.set_defaults(func=main)
 
@@ -138,11 +140,31 @@ def save(machine, frontend) -> bool:
     return True
 
 
+def check(config, mconf) -> int:
+    """``--check``: what a run would use, or the first problem as a one-line error."""
+    from ..drivers.demo_disk import default_demo_path
+
+    for spec in mconf.blkdevs:                 # (a run makes the default demo disk if missing)
+        if not os.path.exists(spec.path) and os.path.abspath(spec.path) != default_demo_path():
+            raise CommandError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'})")
+    if mconf.bootfile and not os.path.isfile(mconf.bootfile):
+        raise CommandError(f"bootfile {mconf.bootfile} does not exist")
+    if mconf.session_file and not os.path.isdir(os.path.dirname(os.path.abspath(mconf.session_file))):
+        raise CommandError(f"session_file {mconf.session_file}: its folder does not exist")
+    if mconf.cow_dir and os.path.exists(mconf.cow_dir) and not os.path.isdir(mconf.cow_dir):
+        raise CommandError(f"cow_dir {mconf.cow_dir} is not a folder")
+    print(f"{config.path or 'built-in config'}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
+          f"session {mconf.session_file or 'none'}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
     from ..machine import Stop
 
     config, mconf = load_machine_config(args.config, args.set)
+    if args.check:
+        return check(config, mconf)
     setup_logging(args.log, args.verbose)
     frontend = open_console()
     atexit.register(frontend.close)

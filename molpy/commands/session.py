@@ -41,15 +41,23 @@ def _open(path: str):
 
 
 def info(args: argparse.Namespace) -> int:
+    from ..emulation.session import SessionError
+
     s = _open(args.file)
     try:
         saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.saved_ns / 1e9))
-        cpu = s.cpu_dict()
+        try:
+            cpu = s.cpu_dict()
+            pc, msr = int(cpu["pc"]), int(cpu["msr"])
+        except SessionError as e:
+            raise CommandError(str(e)) from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise CommandError(f"{s.path}: the CPU state is damaged ({e!r})") from None
         print(f"session:  {s.path}")
         print(f"saved:    {saved} by molpy {s.molpy_version} (format {s.version})")
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
         print(f"RAM:      {s.ram_size >> 20} MiB")
-        print(f"CPU:      pc 0x{cpu['pc']:08x}  msr 0x{cpu['msr']:08x}")
+        print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
         for (kind, instance), data in sorted(s.device_chunks().items()):
             extra = ""
             if kind == "ABLK":
@@ -65,9 +73,10 @@ def _disks(data: bytes) -> str:
 
     try:
         _, disks, _ = _parse_state(data)
-    except ValueError as e:
-        return f"({e})"
-    parts = [f"{m['path']}{' (overlay ' + str(m['overlay']) + ' bytes)' if m['overlay'] else ''}" for m in disks]
+        parts = [f"{m['path']}{' (overlay ' + str(m['overlay']) + ' bytes)' if m['overlay'] else ''}"
+                 for m in disks]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"(damaged: {e!r})"
     return "disks: " + (", ".join(parts) or "none")
 
 
@@ -84,7 +93,8 @@ def verify(args: argparse.Namespace) -> int:
         chunks = s.device_chunks()
         _, mconf = load_machine_config(args.config, args.set)
         import dataclasses
-        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None)
+        # verify only looks: every disk opened read-only, no overlay made or moved aside
+        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
         try:
             machine = Machine(mconf)
         except BlockError as e:

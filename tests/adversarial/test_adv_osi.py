@@ -1,0 +1,302 @@
+"""Guest against host: generated OSI calls at the edges, checked against a model.
+
+A 2 MiB machine with three disks (read-write, -cow, -ro) runs one `sc` at a time with
+registers drawn by hypothesis: every selector molpy serves plus unknown ones, arguments
+at the edges (0, -1, 2^31, RAM size, RAM size - 1, unaligned, in the scratch page).
+After every call the whole of RAM and every disk are compared with the model, the
+files molpy must never write are compared byte for byte, and a valid call must still
+work.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import LONG, count, tally
+from molpy.config import BlkdevSpec
+from molpy.console import BufferConsole
+from molpy.cpu import SCRATCH_BASE
+from molpy.drivers import osi_blk as B
+from molpy.machine import Machine, MachineConfig
+from molpy.osi import OSI_MAGIC1, OSI_MAGIC2
+
+RAM = 2 << 20
+DISK = 256 << 10
+CODE = 0x1000                              # sc; b .
+CODE_WORDS = bytes.fromhex("44000002 48000000")
+RING = 0x20000
+SERVED = [0, 7, 47, 54, 58, 78, 79, 80, 81, 82, 83, 84, 85, 97, 98]
+EDGES = [0, 1, 3, 511, 512, 4096, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFE00, RAM, RAM - 1,
+         RAM - 512, RAM - 4096, RAM + 512, DISK // 512, DISK // 512 - 1, DISK, SCRATCH_BASE,
+         SCRATCH_BASE + 0x800, CODE, RING]
+MASK = 0xFFFFFFFF
+
+u32 = st.one_of(st.sampled_from(EDGES), st.integers(0, MASK),
+                st.integers(0, RAM // 512).map(lambda s: s * 512))
+small = st.one_of(st.integers(0, 3), st.integers(0, 3), st.sampled_from([4, 0xFFFFFFFF, 0x80000000]))
+
+
+class Harness:
+    """The machine, its disks and the model of what RAM and each disk must hold."""
+
+    def __init__(self, tmp: str) -> None:
+        rng = random.Random(7)
+        self.paths = {}
+        for name in ("rw", "cow", "ro", "canary"):
+            p = os.path.join(tmp, f"{name}.img")
+            with open(p, "wb") as f:
+                f.write(rng.randbytes(DISK))
+            self.paths[name] = p
+        self.original = {k: open(p, "rb").read() for k, p in self.paths.items()}
+        disks = [BlkdevSpec(self.paths["rw"], readonly=False),
+                 BlkdevSpec(self.paths["cow"], readonly=False, cow=True),
+                 BlkdevSpec(self.paths["ro"])]
+        self.m = Machine(MachineConfig(ram_mib=RAM >> 20, blkdevs=disks, cow_dir=os.path.join(tmp, "cow")),
+                         BufferConsole())
+        self.blk = next(d for d in self.m.devices if d.kind == "ABLK")
+        self.m.memory.view[:] = rng.randbytes(RAM)
+        self.m.memory.view[CODE:CODE + 8] = CODE_WORDS
+        self.ram = bytearray(self.m.memory.view)
+        self.disks = [bytearray(self.original["rw"]), bytearray(self.original["cow"]),
+                      bytearray(self.original["ro"])]
+        self.calls = 0
+
+    def close(self) -> None:
+        self.m.close()
+
+    # -- one call --
+
+    def call(self, sel: int, *args: int) -> tuple[int, ...]:
+        """Run one `sc` with the OSI magic; r3..r10 afterwards."""
+        cpu = self.m.cpu
+        if self.m.memory.view[CODE:CODE + 8] != CODE_WORDS:   # a ring read landed on it
+            self.restore_code()
+        regs = [OSI_MAGIC1, OSI_MAGIC2, sel, *args][:8]
+        regs += [0] * (8 - len(regs))
+        for i, v in enumerate(regs):
+            cpu.set_reg(3 + i, v & MASK)
+        cpu.pc = CODE
+        self.m.cpu.uc.emu_start(CODE, CODE + 4)
+        self.calls += 1
+        assert self.m._error is None, f"the host raised: {self.m._error!r}"
+        assert self.m.fault is None, self.m.fault.report()
+        self.m.exit_code = None
+        return tuple(cpu.reg(3 + i) for i in range(8))
+
+    # -- checks --
+
+    def check_ram(self) -> None:
+        view = self.m.memory.view
+        if view != self.ram:
+            first = next(i for i in range(RAM) if view[i] != self.ram[i])
+            pytest.fail(f"RAM differs from the model at {first:#x}")
+
+    def disk_now(self, unit: int) -> bytes:
+        buf = bytearray(DISK)
+        self.blk.units[unit].backend.readinto(0, memoryview(buf))
+        return bytes(buf)
+
+    def check_disks(self) -> None:
+        for unit in range(3):
+            assert self.disk_now(unit) == self.disks[unit], f"unit {unit} differs from the model"
+        self.check_promises()
+
+    def check_promises(self) -> None:
+        """The -cow base, the -ro disk and a file molpy was never given are untouched."""
+        for name in ("cow", "ro", "canary"):
+            with open(self.paths[name], "rb") as f:
+                assert f.read() == self.original[name], f"{name} disk was written"
+
+    def restore_code(self) -> None:
+        self.m.memory.view[CODE:CODE + 8] = CODE_WORDS
+        self.ram[CODE:CODE + 8] = CODE_WORDS
+
+    def valid_call_works(self) -> None:
+        """A plain read of unit 0 into RAM still returns the model's bytes."""
+        r = self.call(B.OSI_ABLK_SYNC_READ, 0, 0, 3, 0x40000, 4096)
+        assert r[0] == 0
+        assert bytes(self.m.memory.view[0x40000:0x41000]) == bytes(self.disks[0][1536:1536 + 4096])
+        self.ram[0x40000:0x41000] = self.disks[0][1536:1536 + 4096]
+
+
+def sync_errors(h: Harness, write: bool, ch: int, unit: int, blk: int, addr: int, size: int) -> set[int]:
+    errs = set()
+    if ch:
+        errs.add(B.E_INVAL)
+    if unit >= 3:
+        errs.add(B.E_NOUNIT)
+        return errs
+    if write and unit == 2:
+        errs.add(B.E_ROFS)
+    if size % 512 or size > RAM:
+        errs.add(B.E_LENGTH)
+    if addr + size > RAM:
+        errs.add(B.E_FAULT)
+    if blk * 512 + size > DISK:
+        errs.add(B.E_RANGE)
+    return errs
+
+
+def signed(v: int) -> int:
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def check_call(h: Harness, sel: int, args: list[int]) -> None:
+    """One generated call and its model."""
+    ring_running = h.blk.ring.running
+    if sel == 58:                      # USLEEP sleeps for real (at most 10 s): keep it short
+        args = [args[0] % 2000] + args[1:]
+    t0 = time.time()
+    r = h.call(sel, *args)
+    r3 = signed(r[0])
+    a = args
+    if sel in (B.OSI_ABLK_SYNC_READ, B.OSI_ABLK_SYNC_WRITE):
+        write = sel == B.OSI_ABLK_SYNC_WRITE
+        errs = sync_errors(h, write, *a[:5])
+        if errs:
+            assert r3 in errs, (r3, errs, a)
+        else:
+            assert r3 == 0, (r3, a)
+            unit, blk, addr, size = a[1:5]
+            if write:
+                h.disks[unit][blk * 512:blk * 512 + size] = h.ram[addr:addr + size]
+            else:
+                h.ram[addr:addr + size] = h.disks[unit][blk * 512:blk * 512 + size]
+    elif sel == B.OSI_ABLK_DISK_INFO:
+        if a[0]:
+            assert r3 == B.E_INVAL
+        elif a[1] >= 3:
+            assert r3 == B.E_NOUNIT
+        else:
+            assert r[:3] == (0, DISK // 512, [4, 4, 5][a[1]]), r
+    elif sel == B.OSI_ABLK_RING_SETUP:
+        ch, addr, n = a[:3]
+        if ch or ring_running or not 0 < n <= 65536 or n & (n - 1):
+            assert r3 == B.E_INVAL, (r3, a)
+        elif addr + n * 16 > RAM:
+            assert r3 == B.E_FAULT, (r3, a)
+        else:
+            assert r3 == 0
+    elif sel == B.OSI_ABLK_CNTRL:
+        ch, cmd, param = a[:3]
+        if ch or cmd not in (1, 2, 3, 4, 5):
+            assert r3 == B.E_INVAL, (r3, a)
+        elif cmd == 5:
+            assert r3 == (B.E_NOUNIT if param >= 3 else 0)
+        elif cmd == 3 and not ring_running:
+            assert r3 in (0, B.E_INVAL)
+            if r3 == 0:                # START writes NOP into slot 0 of the ring
+                base = h.blk.ring.base
+                h.ram[base:base + 4] = B.REQ_NOP.to_bytes(4, "big")
+        else:
+            assert r3 == 0
+    elif sel == B.OSI_ABLK_KICK:
+        if a[0]:
+            assert r3 == B.E_INVAL
+        elif not ring_running:
+            assert r3 == B.E_STOPPED
+        else:                          # the ring's contents are fuzzed in test_ring_contents
+            assert r3 in (0, *B.ERROR_NAMES), r3
+            h.ram[:] = h.m.memory.view
+            for unit in range(2):
+                h.disks[unit][:] = h.disk_now(unit)
+    elif sel == B.OSI_ABLK_IRQ_ACK:
+        if a[0]:
+            assert r3 == B.E_INVAL
+        else:
+            assert r[0] in (0, 1)
+            if ring_running:           # an ack may restart the engine on queued work
+                h.ram[:] = h.m.memory.view
+                for unit in range(2):
+                    h.disks[unit][:] = h.disk_now(unit)
+    elif sel == 0:
+        assert r[0] == (1 if a[0] in SERVED else 0), (r, a)
+    elif sel == 7:
+        assert abs(r[0] - t0) <= 2
+    elif sel == 78:
+        assert r[0] == (RAM if a[0] == 35 else MASK)
+    elif sel == 98:
+        assert r[0] == MASK                # no key waiting
+    elif sel in (47, 54, 58, 97):
+        assert r[0] == 0 or sel == 54
+    else:
+        assert r[0] == MASK, (sel, r)      # unknown selector: -1
+    h.restore_code()
+    h.check_ram()
+    h.check_disks()
+    h.valid_call_works()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    h = Harness(str(tmp_path_factory.mktemp("osi-fuzz")))
+    yield h
+    calls = h.calls
+    h.close()
+    tally("OSI calls with generated registers (guest vs host)", calls)
+    if LONG:
+        assert calls >= 10_000, f"only {calls} calls in the long mode"
+
+
+near_edge = st.one_of(st.sampled_from(EDGES), st.integers(0, RAM + 8192),
+                      st.integers(0, 64).map(lambda k: RAM - k * 512), st.integers(0, MASK))
+sectors = st.one_of(st.integers(0, DISK // 512 + 2), st.integers(0, DISK // 512 + 2), st.sampled_from(EDGES))
+lengths = st.one_of(st.integers(0, 128).map(lambda k: k * 512), st.sampled_from(EDGES), st.integers(0, 70000))
+channel = st.sampled_from([0] * 8 + [1, 0x80000000, MASK])
+unit = st.sampled_from([0, 1, 2] * 3 + [3, 4, MASK])
+sync_call = st.tuples(st.sampled_from([B.OSI_ABLK_SYNC_READ, B.OSI_ABLK_SYNC_WRITE]),
+                      st.tuples(channel, unit, sectors, near_edge, lengths).map(list))
+blk_call = st.tuples(st.sampled_from([79, 80, 81, 82, 83]),
+                     st.tuples(channel, st.one_of(small, near_edge), st.one_of(small, u32), u32, u32).map(list))
+any_call = st.tuples(st.one_of(st.sampled_from(SERVED), st.integers(0, MASK)),
+                     st.lists(u32, min_size=5, max_size=5))
+calls = st.lists(st.one_of(sync_call, sync_call, sync_call, blk_call, any_call), min_size=1, max_size=8)
+
+
+@settings(max_examples=count(150, 1400), deadline=None, suppress_health_check=list(HealthCheck))
+@given(calls=calls)
+def test_generated_calls(harness, calls):
+    for sel, args in calls:
+        check_call(harness, sel, args)
+
+
+descriptor = st.tuples(
+    st.one_of(st.sampled_from([0, B.REQ_READ, B.REQ_WRITE, B.REQ_SG_BUF, B.REQ_NOP, B.REQ_EJECT,
+                               B.REQ_READ | B.REQ_RAISE_IRQ, B.REQ_WRITE | B.REQ_SG_BUF]), st.integers(0, MASK)),
+    st.sampled_from([0, 1, 1, 1, MASK]),
+    st.one_of(st.integers(0, 3), u32),
+    st.one_of(st.integers(0, 16).map(lambda s: s * 512), u32))
+
+
+@settings(max_examples=count(60, 500), deadline=None, suppress_health_check=list(HealthCheck))
+@given(n_log=st.integers(0, 6), descs=st.lists(descriptor, min_size=1, max_size=64), unit=st.integers(0, 3))
+def test_ring_contents(harness, n_log, descs, unit):
+    """Loops, huge counts, descriptors past RAM: KICK ends with 0 or an error code."""
+    h = harness
+    n = 1 << n_log
+    h.call(B.OSI_ABLK_CNTRL, 0, B.CNTRL_RESET, 0)
+    assert h.call(B.OSI_ABLK_RING_SETUP, 0, RING, n)[0] == 0
+    assert h.call(B.OSI_ABLK_CNTRL, 0, B.CNTRL_START, 0)[0] == 0
+    for i in range(n):
+        flags, proceed, a, b = descs[i % len(descs)]
+        if i == n - 1 and n > 1 and proceed == 1:
+            proceed = 0                    # most rings end; a few (proceed = -1) loop
+        h.m.memory.view[RING + 16 * i:RING + 16 * i + 16] = b"".join(
+            x.to_bytes(4, "big") for x in (flags, proceed, a if flags & B.REQ_SG_BUF else a % 4 if unit else a, b))
+    r3 = signed(h.call(B.OSI_ABLK_KICK, 0)[0])
+    assert r3 == 0 or r3 in B.ERROR_NAMES, r3
+    assert h.call(B.OSI_ABLK_IRQ_ACK, 0)[0] in (0, 1)
+    h.call(B.OSI_ABLK_CNTRL, 0, B.CNTRL_RESET, 0)
+    h.restore_code()
+    h.ram[:] = h.m.memory.view
+    for u in range(2):
+        h.disks[u][:] = h.disk_now(u)
+    h.check_promises()
+    h.valid_call_works()
+    tally("ring contents fuzzed then kicked", 1)
