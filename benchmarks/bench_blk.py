@@ -19,9 +19,10 @@ import sys
 import tempfile
 import time
 
-from molpy import boot
 from molpy.config import BlkdevSpec
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import MachineConfig
+
+from .guest_run import timed_run
 
 DISK_MIB = 256
 REPEATS = 3
@@ -37,16 +38,7 @@ def _fill(path: str, mib: int) -> None:
 
 def _guest(disk: str, mode: str, kib: int, cow_dir: str, cow: bool = False) -> float:
     spec = BlkdevSpec(path=disk, readonly=False, cow=cow)
-    m = Machine(MachineConfig(ram_mib=32, blkdevs=[spec], cow_dir=cow_dir))
-    try:
-        m.boot(str(boot.bundled_guest("bench")), f"disk {mode} {kib} {DISK_MIB}")
-        t = time.perf_counter()
-        stop = m.run()
-        dt = time.perf_counter() - t
-        assert stop is Stop.EXIT and m.exit_code == 0, (stop, m.exit_code)
-        return dt
-    finally:
-        m.close()
+    return timed_run(MachineConfig(ram_mib=32, blkdevs=[spec], cow_dir=cow_dir), f"disk {mode} {kib} {DISK_MIB}")
 
 
 def _host(disk: str, write: bool, kib: int) -> float:

@@ -16,7 +16,9 @@ from unicorn import ppc_const as P
 
 from molpy import boot
 from molpy.cpu import cpu_model
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import MachineConfig
+
+from .guest_run import timed_run
 
 RAM_MIB = 64
 SPIN_MILLIONS = 100
@@ -26,16 +28,7 @@ REPEATS = 3
 
 
 def _molpy(args: str) -> float:
-    m = Machine(MachineConfig(ram_mib=RAM_MIB))
-    try:
-        m.boot(str(boot.bundled_guest("bench")), args)
-        t = time.perf_counter()
-        stop = m.run()
-        dt = time.perf_counter() - t
-        assert stop is Stop.EXIT and m.exit_code == 0, (stop, m.exit_code)
-        return dt
-    finally:
-        m.close()
+    return timed_run(MachineConfig(ram_mib=RAM_MIB), args)
 
 
 def _bare(args: str, hooked: bool) -> float:

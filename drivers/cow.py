@@ -172,7 +172,7 @@ class Overlay:
                 raise BlockError(f"{path}: the overlay bitmap claims sectors past the end of the disk")
             used = len(bits.rstrip(b"\0"))
             if used:
-                last = used * 8 - 1 - (bits[used - 1] & -bits[used - 1]).bit_length() + 1
+                last = used * 8 - (bits[used - 1] & -bits[used - 1]).bit_length()   # its lowest set bit
                 need = header.data_offset + (last + 1) * SECTOR
                 if os.fstat(fd).st_size < need:
                     raise BlockError(f"{path}: the overlay is truncated (it holds sector {last}, which "

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from molpy.boot import bundled_guest
-from molpy.config import DEFAULT_MOLRC, load_config
+from molpy.config import load_config
 from molpy.console import BufferConsole
 from molpy.drivers.demo_disk import make_demo_disk
 from molpy.emulation.session import SessionError, open_session

@@ -68,20 +68,6 @@ static void read_line(char *line, int max)
     }
 }
 
-static char *next_word(char **p)
-{
-    char *s = *p;
-    while (*s == ' ')
-        s++;
-    char *w = s;
-    while (*s && *s != ' ')
-        s++;
-    if (*s)
-        *s++ = 0;
-    *p = s;
-    return w;
-}
-
 static int parse_number(const char *w, unsigned long *v)
 {
     char *end;

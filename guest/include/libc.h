@@ -16,6 +16,8 @@ char *strchr(const char *s, int c);
 char *strcpy(char *dst, const char *src);
 unsigned long strtoul(const char *s, char **end, int base);
 long strtol(const char *s, char **end, int base);
+/* the next space-separated word of *p, NUL-terminated in place; *p moves past it */
+char *next_word(char **p);
 
 /* console output through OSI_TTY_PUTC */
 int putchar(int c);

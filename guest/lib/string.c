@@ -116,3 +116,17 @@ long strtol(const char *s, char **end, int base)
         return -(long)strtoul(s + 1, end, base);
     return (long)strtoul(s, end, base);
 }
+
+char *next_word(char **p)
+{
+    char *s = *p;
+    while (*s == ' ')
+        s++;
+    char *w = s;
+    while (*s && *s != ' ')
+        s++;
+    if (*s)
+        *s++ = 0;
+    *p = s;
+    return w;
+}

@@ -22,23 +22,9 @@ static ablk_desc_t ring[RING_N] __attribute__((aligned(16)));
 static unsigned int prev;
 static int started;
 
-static char *word(char **p)
-{
-    char *s = *p;
-    while (*s == ' ')
-        s++;
-    char *w = s;
-    while (*s && *s != ' ')
-        s++;
-    if (*s)
-        *s++ = 0;
-    *p = s;
-    return w;
-}
-
 static unsigned long num(char **p)
 {
-    return strtoul(word(p), 0, 0);
+    return strtoul(next_word(p), 0, 0);
 }
 
 static void read_line(char *line, int max)
@@ -144,7 +130,7 @@ int main(unsigned long ram_size, const char *args)
     for (;;) {
         read_line(line, sizeof line);
         char *p = line;
-        char *cmd = word(&p);
+        char *cmd = next_word(&p);
         if (!strcmp(cmd, "w") || !strcmp(cmd, "W")) {
             unsigned long u = num(&p), lba = num(&p), n = num(&p), seed = num(&p);
             if (n < 1 || n > MAXN) { printf("%s bad-n\n", cmd); continue; }

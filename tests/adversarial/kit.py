@@ -10,6 +10,7 @@ from molpy.config import load_config
 from molpy.console import BufferConsole
 from molpy.drivers.demo_disk import make_demo_disk
 from molpy.machine import Machine, MachineConfig, Stop
+from test_session import saved_at_prompt   # tests/ is on sys.path (its conftest)
 
 
 def sha(path) -> str:
@@ -32,15 +33,8 @@ def demo_rc(tmp: Path, extra: str = "", disk_flags: str = "-rw -cow -boot", ram_
 def saved_session(tmp: Path, ram_mib: int = 16) -> tuple[Path, Path, MachineConfig]:
     """The demo guest booted to its prompt and saved; returns (molrc, disk, read-only config)."""
     rc, disk = demo_rc(tmp, ram_mib=ram_mib, session=True)
-    conf = MachineConfig.from_config(load_config(rc))
-    m = Machine(dataclasses.replace(conf, session_readonly=False), BufferConsole())
-    try:
-        m.boot()
-        assert m.run(seconds=1) is Stop.TIMEOUT
-        m.save_session()
-    finally:
-        m.close()
-    return rc, disk, conf
+    saved_at_prompt(rc)
+    return rc, disk, MachineConfig.from_config(load_config(rc))
 
 
 def resumes(conf: MachineConfig, code: int = 4) -> None:
