@@ -48,12 +48,26 @@ class ConsoleDevice(Device):
         keys = self.machine.frontend.pending_input()
         return len(keys).to_bytes(4, "big") + keys + bytes(self._line)
 
-    def load_state(self, data: bytes) -> None:
-        """Keys saved unread come first; keys typed since (before the resume) follow."""
+    @staticmethod
+    def _parse(data: bytes) -> tuple[bytes, bytes]:
+        """(keys, partial log line), checked: the session file is untrusted."""
         n = int.from_bytes(data[:4], "big")
         if len(data) < 4 or len(data) < 4 + n:
             raise ValueError("console state is truncated")
-        self._saved = (data[4:4 + n], bytes(data[4 + n:]))
+        if len(data) - 4 - n > 4096:
+            raise ValueError("console state: the partial log line is longer than a line can be")
+        return bytes(data[4:4 + n]), bytes(data[4 + n:])
+
+    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+        try:
+            self._parse(data)
+        except ValueError as e:
+            return [str(e)]
+        return []
+
+    def load_state(self, data: bytes) -> None:
+        """Keys saved unread come first; keys typed since (before the resume) follow."""
+        self._saved = self._parse(data)
         frontend = self.machine.frontend
         frontend.restore_input(self._saved[0] + frontend.pending_input())
         self._line = bytearray(self._saved[1])

@@ -149,7 +149,7 @@ class RingState:
         if n_el & (n_el - 1):
             raise StateError("ring n_el: not a power of two")
         base = u32(d["base"], "ring base")
-        if base + n_el * DESC_SIZE > ram_size:
+        if base + n_el * DESC_SIZE > ram_size or (base and base >= ram_size):
             raise StateError("ring base: the ring lies outside RAM")
         running = boolean(d["running"], "ring running")
         if running and not n_el:

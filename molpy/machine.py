@@ -149,15 +149,15 @@ class Machine:
                 self.fault = GuestFault(kind="instruction fetch outside RAM", pc=UNTIL)
                 self._complete_fault()
                 return Stop.FAULT
+            if self.memory.file_changed():
+                log.warning("the session file was opened for writing by another program; the "
+                            "running guest's RAM now lives in memory only (it is unchanged)")
             frontend.poll()
             request = frontend.take_request()
             if request is not None:
                 return Stop(request)
             if deadline is not None and time.monotonic() >= deadline:
                 return Stop.TIMEOUT
-            if self.memory.file_changed():
-                log.warning("the session file was opened for writing by another program; the "
-                            "running guest's RAM now lives in memory only (it is unchanged)")
 
     def _fault_from_error(self, e: UcError) -> None:
         if self.fault is not None:

@@ -89,6 +89,12 @@ def verify(args: argparse.Namespace) -> int:
     try:
         if not s.verify_ram():
             problems.append("the RAM chunk fails its checksum (the file is damaged)")
+        from ..cpu import CpuState
+        from ..emulation.session import SessionError
+        try:
+            CpuState.from_dict(s.cpu_dict())
+        except (SessionError, ValueError) as e:
+            problems.append(f"the CPU state is damaged ({e})")
         chunks = s.device_chunks()
         _, mconf = load_machine_config(args.config, args.set)
         import dataclasses
