@@ -1,4 +1,4 @@
-"""osi_blk: MOL's asynchronous block device ("ablk", OSI selectors 79-85).
+"""osi_blk: MOL's asynchronous block device ("ablk", OSI selectors 79-86).
 
 The guest finds its disks with DISK_INFO, moves sectors with SYNC_READ/SYNC_WRITE,
 or queues requests on a ring of 16-byte descriptors in its own RAM (RING_SETUP,
@@ -33,6 +33,7 @@ OSI_ABLK_KICK = 82
 OSI_ABLK_IRQ_ACK = 83
 OSI_ABLK_SYNC_READ = 84
 OSI_ABLK_SYNC_WRITE = 85
+OSI_ABLK_BLESS_DISK = 86
 
 # CNTRL commands (second argument)
 CNTRL_RESET = 1
@@ -171,6 +172,7 @@ class OsiBlk(Device):
         self._io_errors = io_errors
         self._loaded_ring = RingState()
         self._loaded_overlays: dict[int, bytes] = {}
+        self._loaded_boot: list[bool | None] = []
         self._warned: set[str] = set()
 
     # -- wiring --
@@ -184,6 +186,7 @@ class OsiBlk(Device):
         osi.register(OSI_ABLK_IRQ_ACK, self.irq_ack, 1, "osi_blk")
         osi.register(OSI_ABLK_SYNC_READ, self.sync_read, 5, "osi_blk")
         osi.register(OSI_ABLK_SYNC_WRITE, self.sync_write, 5, "osi_blk")
+        osi.register(OSI_ABLK_BLESS_DISK, self.bless_disk, 2, "osi_blk")
 
     def _warn_once(self, key: str, msg: str, *args) -> None:
         if key not in self._warned:
@@ -200,6 +203,17 @@ class OsiBlk(Device):
             return E_NOUNIT
         u = self.units[unit]
         return (0, min(u.backend.size // SECTOR, 0xFFFFFFFF), u.flags, 0, 0)
+
+    def bless_disk(self, channel: int, unit: int) -> int:
+        """MOL's BLESS_DISK: the unit becomes the only one with the boot hint (DISK_INFO flag 8)."""
+        if channel:
+            return E_INVAL
+        if unit >= len(self.units):
+            return E_NOUNIT
+        for u in self.units:
+            u.flags &= ~INFO_BOOT_HINT
+        self.units[unit].flags |= INFO_BOOT_HINT
+        return 0
 
     def sync_read(self, channel: int, unit: int, blk: int, addr: int, size: int) -> int:
         return self._sync(False, channel, unit, blk, addr, size)
@@ -431,6 +445,7 @@ class OsiBlk(Device):
         for i, u in enumerate(self.units):
             u.backend.flush()
             m = self.marker(u, i, digest=True)
+            m["boot"] = bool(u.flags & INFO_BOOT_HINT)      # BLESS_DISK moves it
             if u.cow and u.backend.has_data():
                 blob = u.backend.export_overlay()
                 m["overlay"] = len(blob)
@@ -464,6 +479,7 @@ class OsiBlk(Device):
             raise ValueError("osi_blk: the saved ring lies outside this machine's RAM")
         self._loaded_ring = RingState.from_dict(ring.as_dict())
         self._loaded_overlays = {m["unit"]: blob for m, blob in zip(disks, blobs) if blob is not None}
+        self._loaded_boot = [m["boot"] if isinstance(m.get("boot"), bool) else None for m in disks]
         for u in self.units:
             u.dirty = True
         self.reset()
@@ -502,6 +518,9 @@ class OsiBlk(Device):
     def reset(self) -> None:
         """Back to the state last loaded: the ring registers and every cow overlay."""
         self.ring = RingState.from_dict(self._loaded_ring.as_dict())
+        for u, boot in zip(self.units, self._loaded_boot):
+            if boot is not None:
+                u.flags = (u.flags & ~INFO_BOOT_HINT) | (INFO_BOOT_HINT if boot else 0)
         for i, u in enumerate(self.units):
             if not u.dirty:
                 continue

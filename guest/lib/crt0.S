@@ -24,7 +24,9 @@ _start:
     mr      %r3, %r30
     mr      %r4, %r31
     bl      main
-    mr      %r6, %r3                /* OSI_EXIT(main's result) */
+    mr      %r6, %r3                /* OSI_EXIT(main's result): r7 = 'EXIT' makes r6 the status */
+    lis     %r7, 0x4558
+    ori     %r7, %r7, 0x4954
     lis     %r3, 0x1137
     ori     %r3, %r3, 0x24FA
     lis     %r4, 0x7781
