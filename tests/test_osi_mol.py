@@ -18,8 +18,7 @@ EXIT_MAGIC = 0x45584954
 
 def run_exit(r6: int, r7: int) -> int:
     p = Probe()
-    p.call(54, r6, r7)
-    p.run(extra="")
+    p.run(extra=f"c 54 {r6} {r7} 0 0 0 0")
     return p.machine.exit_code
 
 
