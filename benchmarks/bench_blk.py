@@ -73,6 +73,7 @@ def _io_rows(tmp: str) -> list[dict]:
     disk = os.path.join(tmp, "disk.img")
     _fill(disk, DISK_MIB)
     cow_dir = os.path.join(tmp, "cow")
+    os.makedirs(cow_dir, exist_ok=True)
     rows = []
     for kib in (64, 1024):
         size = f"{kib} KiB" if kib < 1024 else "1 MiB"

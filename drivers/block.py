@@ -17,12 +17,22 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from molpy.files import HostFileError, create_new, open_existing
+
 SECTOR = 512
 BLKGETSIZE64 = 0x80081272       # <linux/fs.h>: size of a block device in bytes
 
 
 class BlockError(Exception):
     """A disk that cannot be used as asked; the message names it and says why."""
+
+
+class DiskInUse(BlockError):
+    """A disk or overlay locked by another molpy (``pid`` when known)."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,18 @@ class Identity:
     inode: int
     mtime_ns: int
     dev: int = 0
+
+    def changes(self, now: "Identity") -> list[str]:
+        """How the disk ``now`` differs from this recorded identity (empty: the same disk,
+        unchanged). The one comparison every marker and overlay uses."""
+        changes = []
+        if now.size != self.size:
+            changes.append(f"its size changed ({self.size} -> {now.size} bytes)")
+        if now.inode != self.inode or now.dev != self.dev:
+            changes.append("it is a different file now (inode or device changed)")
+        if now.mtime_ns != self.mtime_ns:
+            changes.append("it was modified since")
+        return changes
 
 
 def identity_of(path: str) -> Identity:
@@ -88,7 +110,14 @@ def lock_file(fd: int, path: str, exclusive: bool, what: str = "disk") -> None:
             raise BlockError(f"{what} {path}: cannot lock it: {e.strerror}") from None
         pid = lock_holder(fd)
         holder = f"another molpy (pid {pid})" if pid else "another molpy"
-        raise BlockError(f"{what} {path} is in use by {holder}; stop it first") from None
+        raise DiskInUse(f"{what} {path} is in use by {holder}; stop it first", pid) from None
+
+
+def check_range(offset: int, length: int, size: int, what: str) -> None:
+    """Every backend refuses a negative or out-of-range offset, whoever its caller is."""
+    if offset < 0 or length < 0 or offset + length > size:
+        raise BlockError(f"{what}: bytes {offset}..{offset + length} are outside the disk "
+                         f"(0..{size})")
 
 
 class RawBackend:
@@ -98,14 +127,12 @@ class RawBackend:
         self.path = os.path.abspath(path)
         self.readonly = readonly
         try:
-            self.fd = os.open(self.path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as e:
+            self.fd = open_existing(self.path, write=not readonly, what="disk", block_ok=True)
+        except HostFileError as e:
             hint = " (use -ro or -cow for a disk you may only read)" if e.errno == errno.EACCES and not readonly else ""
-            raise BlockError(f"disk {path}: cannot open it: {e.strerror}{hint}") from None
+            raise BlockError(f"disk {e}{hint}") from None
         try:
             st = os.fstat(self.fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise BlockError(f"disk {path}: is a directory")
             self.regular = stat.S_ISREG(st.st_mode)
             self.size = _device_size(self.fd) if stat.S_ISBLK(st.st_mode) else st.st_size
             if lock:
@@ -116,6 +143,7 @@ class RawBackend:
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` from ``offset``; a disk that shrank under molpy is an I/O error."""
+        check_range(offset, len(buf), self.size, f"disk {self.path}")
         done = os.preadv(self.fd, [buf], offset)
         while done < len(buf):
             n = os.preadv(self.fd, [buf[done:]], offset + done)
@@ -129,6 +157,7 @@ class RawBackend:
         the data would be lost with the deleted file, or land beside a hole)."""
         if self.readonly:
             raise BlockError(f"disk {self.path} is read-only")
+        check_range(offset, len(buf), self.size, f"disk {self.path}")
         if self.regular:
             st = os.fstat(self.fd)
             if st.st_nlink == 0:
@@ -194,12 +223,12 @@ def create_image(path: str, size: int) -> None:
     """A sparse raw image of ``size`` bytes (a multiple of 512); never overwrites."""
     if size <= 0 or size % SECTOR:
         raise BlockError(f"{path}: size must be a positive multiple of {SECTOR} bytes")
+    if os.path.lexists(path):
+        raise BlockError(f"{path} already exists; molpy will not overwrite it")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        raise BlockError(f"{path} already exists; molpy will not overwrite it") from None
-    except OSError as e:
-        raise BlockError(f"{path}: cannot create it: {e.strerror}") from None
+        fd = create_new(path, what="disk image")
+    except HostFileError as e:
+        raise BlockError(str(e)) from None
     try:
         os.ftruncate(fd, size)
         os.fsync(fd)

@@ -14,6 +14,7 @@ the base is fsynced: killed at any point and run again, it ends with base + over
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -22,7 +23,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from .block import SECTOR, BlockError, Identity, RawBackend, identity_of, lock_file
+from molpy.files import HostFileError, copy_range, create_new, link_unnamed, open_existing, open_unnamed, pwrite_all
+
+from .block import SECTOR, BlockError, DiskInUse, Identity, RawBackend, check_range, identity_of, lock_file
 
 MAGIC = b"MOLPYCOW"
 VERSION = 1
@@ -36,11 +39,15 @@ COPY_CHUNK = 8 << 20              # bytes copied per step of a commit
 PROGRESS_EVERY = 64 << 20         # header progress (after an fsync of the base) this often
 
 
-def overlay_name(base_path: str) -> str:
-    """``NAME-HASH.cow``: named after the disk, unique per absolute path."""
+MAX_INSTANCES = 64               # overlays of one disk in use at once (one per running molpy)
+
+
+def overlay_name(base_path: str, slot: int = 0) -> str:
+    """``NAME-HASH.cow``: named after the disk, unique per absolute path; ``NAME-HASH.N.cow``
+    for the Nth molpy running on the same -cow disk at the same time."""
     path = os.path.abspath(base_path)
     tag = hashlib.sha256(path.encode()).hexdigest()[:8]
-    return f"{os.path.basename(path)}-{tag}.cow"
+    return f"{os.path.basename(path)}-{tag}{f'.{slot}' if slot else ''}.cow"
 
 
 @dataclass
@@ -136,30 +143,50 @@ class Overlay:
 
     @classmethod
     def create(cls, path: str, base: Identity) -> "Overlay":
-        """A new empty overlay at ``path`` (which must not exist)."""
+        """A new empty overlay at ``path``, which must not exist in any form.
+
+        The file is made unnamed, locked and given its header before it is linked at
+        ``path`` (where the file system allows; else created with O_EXCL|O_NOFOLLOW and
+        locked at once): nothing planted at the name is followed, and no other molpy ever
+        sees it half made. DiskInUse when another molpy made it first.
+        """
+        header = Header(nsectors=(base.size + SECTOR - 1) // SECTOR, base=base)
+        folder = os.path.dirname(os.path.abspath(path))
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise BlockError(f"overlay {path}: cannot create it: {e.strerror}") from None
+            fd = open_unnamed(folder, what="overlay")
+            named = fd is None
+            if named:
+                fd = create_new(path, what="overlay")
+                os.set_blocking(fd, True)
+        except HostFileError as e:
+            if e.errno == errno.EEXIST:
+                raise DiskInUse(f"overlay {path} was just made by another molpy", None) from None
+            raise BlockError(f"overlay {e}") from None
         try:
             lock_file(fd, path, exclusive=True, what="overlay")
-            header = Header(nsectors=(base.size + SECTOR - 1) // SECTOR, base=base)
             os.ftruncate(fd, header.data_offset)
             os.pwrite(fd, header.pack(), 0)
+            if not named and not link_unnamed(fd, path):
+                raise DiskInUse(f"overlay {path} was just made by another molpy", None)
         except BaseException as e:
             os.close(fd)
-            os.unlink(path)
+            if named:
+                os.unlink(path)
+            if isinstance(e, HostFileError):
+                raise BlockError(f"overlay {e}") from None
             if isinstance(e, OSError):
                 raise BlockError(f"overlay {path}: cannot write it: {e.strerror}") from None
             raise
         return cls(path, fd, header, bytearray(header.bitmap_size))
 
     @classmethod
-    def open(cls, path: str, writable: bool = True) -> "Overlay":
+    def open(cls, path: str, writable: bool = True, *, nofollow: bool = False) -> "Overlay":
+        """Open and check an overlay file (``nofollow``: refuse a symlink at ``path``, for
+        the names in cow_dir that molpy manages itself)."""
         try:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-        except OSError as e:
-            raise BlockError(f"overlay {path}: cannot open it: {e.strerror}") from None
+            fd = open_existing(path, write=writable, what="overlay", nofollow=nofollow)
+        except HostFileError as e:
+            raise BlockError(f"overlay {e}") from None
         try:
             lock_file(fd, path, exclusive=writable, what="overlay")
             header = Header.unpack(os.pread(fd, HEADER_SIZE, 0), path)
@@ -249,20 +276,22 @@ class CowBackend:
         self._data = overlay.header.data_offset
 
     def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` from byte ``offset``: held sectors from the overlay, the rest from
+        the base (any offset and length, as a raw disk serves them)."""
+        n = len(buf)
+        check_range(offset, n, self.size, f"disk {self.path}")
+        if not n:
+            return
         first = offset // SECTOR
-        count = (len(buf) + SECTOR - 1) // SECTOR
+        count = (offset + n - 1) // SECTOR - first + 1
         b0, b1 = first // 8, (first + count + 7) // 8
         if self.overlay.bits.count(0, b0, b1) == b1 - b0:      # fast path: nothing held here
             self.base.readinto(offset, buf)
             return
-        runs = self.overlay.held_runs(first, count)
-        if len(runs) == 1:
-            (self._read_overlay if runs[0][2] else self.base.readinto)(offset, buf)
-            return
-        for start, count, held in runs:
-            a = (start - first) * SECTOR
-            part = buf[a:a + count * SECTOR]
-            (self._read_overlay if held else self.base.readinto)(start * SECTOR, part)
+        for start, cnt, held in self.overlay.held_runs(first, count):
+            lo = max(offset, start * SECTOR)
+            hi = min(offset + n, (start + cnt) * SECTOR)
+            (self._read_overlay if held else self.base.readinto)(lo, buf[lo - offset:hi - offset])
 
     def _read_overlay(self, offset: int, buf: memoryview) -> None:
         done = os.preadv(self.overlay.fd, [buf], self._data + offset)
@@ -270,8 +299,23 @@ class CowBackend:
             raise OSError(5, f"overlay {self.overlay_path} is shorter than its bitmap claims")
 
     def write(self, offset: int, buf: memoryview) -> None:
-        if offset % SECTOR or len(buf) % SECTOR:
-            raise BlockError("cow overlays take whole sectors")
+        """Write to the overlay. Partial sectors at either end are merged with what the disk
+        shows there now (read-modify-write), so -cow takes every shape a raw disk takes."""
+        n = len(buf)
+        check_range(offset, n, self.size, f"disk {self.path}")
+        if not n:
+            return
+        head, tail = offset % SECTOR, (offset + n) % SECTOR
+        if head or tail:
+            a0 = offset - head
+            a1 = offset + n + (SECTOR - tail if tail else 0)
+            whole = memoryview(bytearray(a1 - a0))
+            for sector_start in {a0, a1 - SECTOR}:
+                if (sector_start == a0 and head) or (sector_start == a1 - SECTOR and tail):
+                    end = min(sector_start + SECTOR, self.size)
+                    self.readinto(sector_start, whole[sector_start - a0:end - a0])
+            whole[head:head + n] = buf
+            offset, buf = a0, whole
         done = 0
         while done < len(buf):
             done += os.pwritev(self.overlay.fd, [buf[done:]], self._data + offset + done)
@@ -289,34 +333,65 @@ class CowBackend:
     def clear(self) -> None:
         self.overlay.clear()
 
-    def export_overlay(self) -> bytes:
-        """The overlay's contents as one blob: bitmap, then the held sectors in order."""
-        ov = self.overlay
-        parts = [bytes(ov.bits)]
-        for first, count in ov.runs():
-            buf = bytearray(count * SECTOR)
-            self._read_overlay(first * SECTOR, memoryview(buf))
-            parts.append(bytes(buf))
-        return b"".join(parts)
+    # -- the overlay's contents in a session: bitmap, then the held sectors in order --
 
-    def import_overlay(self, blob: bytes) -> None:
-        """Make the overlay hold exactly what ``export_overlay`` gave (session resume/reset)."""
+    def saved_length(self) -> int:
+        """Bytes :meth:`save_to` writes."""
+        return self.overlay.header.bitmap_size + self.overlay.sectors_held() * SECTOR
+
+    def save_to(self, fd: int, offset: int) -> int:
+        """Stream the contents into a session file (bounded memory); returns their CRC-32."""
+        ov = self.overlay
+        bits = bytes(ov.bits)
+        pwrite_all(fd, bits, offset)
+        crc = zlib.crc32(bits)
+        pos = offset + len(bits)
+        for first, count in ov.runs():
+            crc = copy_range(ov.fd, self._data + first * SECTOR, fd, pos, count * SECTOR, crc)
+            pos += count * SECTOR
+        return crc
+
+    def load_from(self, read: Callable[[int, memoryview], int], length: int, crc: int | None) -> None:
+        """Make the overlay hold exactly what :meth:`save_to` wrote (session resume/reset).
+
+        ``read(pos, buf)`` fills ``buf`` from byte ``pos`` of the saved contents. The saved
+        bitmap must fit this disk and ``length`` must be exactly what it claims; a CRC
+        mismatch leaves the overlay empty.
+        """
         ov = self.overlay
         size = ov.header.bitmap_size
-        if len(blob) < size:
-            raise BlockError("saved overlay contents are truncated")
-        bits = bytearray(blob[:size])
+        if length < size:
+            raise BlockError("the saved overlay contents are truncated (bitmap)")
+        bits = bytearray(size)
+        if read(0, memoryview(bits)) != size:
+            raise BlockError("the saved overlay contents are truncated (bitmap)")
+        spare = size * 8 - ov.header.nsectors
+        if spare and bits[-1] & ((1 << spare) - 1):
+            raise BlockError("the saved overlay claims sectors past the end of the disk")
+        held = int.from_bytes(bits, "big").bit_count()
+        if length != size + held * SECTOR:
+            raise BlockError(f"the saved overlay contents are {length} bytes, its bitmap needs "
+                             f"{size + held * SECTOR}")
         ov.clear()
         ov.bits = bits
+        running = zlib.crc32(bits)
         pos = size
-        view = memoryview(blob)
-        for first, count in ov.runs():
-            n = count * SECTOR
-            if pos + n > len(blob):
-                ov.clear()
-                raise BlockError("saved overlay contents are truncated")
-            os.pwrite(self.overlay.fd, view[pos:pos + n], self._data + first * SECTOR)
-            pos += n
+        buf = memoryview(bytearray(min(COPY_CHUNK, max(held * SECTOR, 1))))
+        try:
+            for first, count in ov.runs():
+                left, at = count * SECTOR, self._data + first * SECTOR
+                while left:
+                    n = min(left, len(buf))
+                    if read(pos, buf[:n]) != n:
+                        raise BlockError("the saved overlay contents are truncated")
+                    running = zlib.crc32(buf[:n], running)
+                    pwrite_all(ov.fd, buf[:n], at)
+                    pos, at, left = pos + n, at + n, left - n
+            if crc is not None and running != crc:
+                raise BlockError("the saved overlay contents fail their checksum")
+        except BaseException:
+            ov.clear()
+            raise
         os.pwrite(ov.fd, bits, ov.header.bitmap_offset)
 
     def close(self) -> None:
@@ -331,37 +406,56 @@ class CowBackend:
 # -- the overlay's life: one per run, the previous one kept aside when it holds changes --
 
 def open_overlay_for(base: RawBackend, cow_dir: str | None, *, say: Callable[[str], None] | None = None) -> CowBackend:
-    """A fresh, empty overlay for ``base`` in ``cow_dir``; an old one with changes goes to .prev."""
+    """A fresh, empty overlay for ``base`` in ``cow_dir``; an old one with changes goes to .prev.
+
+    When another molpy runs on the same -cow disk (the read-only session recipe resumed
+    in several processes), this run takes the next free overlay name and says which.
+    """
     if cow_dir is None:
-        from molpy.config import data_dir
+        from molpy.files import data_dir
         cow_dir = data_dir()
-    try:
-        os.makedirs(cow_dir, exist_ok=True)
-    except OSError as e:
-        raise BlockError(f"cow_dir {cow_dir}: cannot create it: {e.strerror}") from None
-    path = os.path.join(cow_dir, overlay_name(base.path))
-    if os.path.lexists(path):
-        _retire(path, say)
-    return CowBackend(base, Overlay.create(path, base.identity()))
+    elif not os.path.isdir(cow_dir):
+        raise BlockError(f"cow_dir {cow_dir} does not exist or is not a folder; create it first")
+    busy: list[str] = []
+    for slot in range(MAX_INSTANCES):
+        path = os.path.join(cow_dir, overlay_name(base.path, slot))
+        try:
+            if os.path.lexists(path):
+                _retire(path, say)
+            backend = CowBackend(base, Overlay.create(path, base.identity()))
+        except DiskInUse as e:
+            busy.append(f"{os.path.basename(path)} (pid {e.pid})" if e.pid else os.path.basename(path))
+            continue
+        if busy:
+            (say or _say)(f"molpy: disk {base.path}: another molpy uses {busy[0]}; this run's changes "
+                          f"go to {path}")
+        return backend
+    raise BlockError(f"disk {base.path}: {MAX_INSTANCES} molpy processes already run on it with -cow")
 
 
 def _retire(path: str, say) -> None:
-    """Move the previous run's overlay out of the way, keeping it when it holds anything."""
+    """Move the previous run's overlay out of the way, keeping it when it holds anything.
+
+    Whatever is at the name (a damaged overlay, a symlink, a FIFO) is moved aside by
+    rename, which never follows it; only a valid, empty overlay is removed. An overlay
+    locked by a running molpy raises DiskInUse.
+    """
     keep = True
     reason = "it holds changes"
     try:
-        ov = Overlay.open(path)
+        ov = Overlay.open(path, nofollow=True)
+    except DiskInUse:
+        raise
     except BlockError as e:
-        if "in use by" in str(e):
-            raise
         reason = f"it could not be read ({e})"
     else:
         try:
             keep = ov.has_data() or ov.header.state == STATE_COMMITTING
+            if not keep:
+                os.unlink(path)
         finally:
             ov.close()
     if not keep:
-        os.unlink(path)
         return
     prev = path + ".prev"
     replaced = " (replacing the older one)" if os.path.lexists(prev) else ""
@@ -398,13 +492,25 @@ def base_problem(h: Header) -> str:
         now = identity_of(h.base.path)
     except OSError as e:
         return f"the disk {h.base.path} cannot be read: {e.strerror}"
+    if h.state == STATE_COMMITTING:
+        return _commit_target_problem(h.base, now)
+    return "; ".join(h.base.changes(now))
+
+
+def _commit_target_problem(started: Identity, now: Identity) -> str:
+    """Whether ``now`` is still the disk an interrupted commit was writing into.
+
+    The commit itself changed the disk's modification time, so only what no write of
+    the commit can change is compared: the file (device and inode) and its size, and the
+    time may not have gone back before the commit started.
+    """
     changes = []
-    if now.size != h.base.size:
-        changes.append(f"its size changed ({h.base.size} -> {now.size} bytes)")
-    if now.inode != h.base.inode or now.dev != h.base.dev:
-        changes.append("it is a different file now")
-    if now.mtime_ns != h.base.mtime_ns:
-        changes.append("it was modified after the overlay was made")
+    if now.inode != started.inode or now.dev != started.dev:
+        changes.append("it is a different file now (inode or device changed)")
+    if now.size != started.size:
+        changes.append(f"its size changed ({started.size} -> {now.size} bytes)")
+    if now.mtime_ns < started.mtime_ns:
+        changes.append("its modification time is older than the commit's start")
     return "; ".join(changes)
 
 
@@ -446,24 +552,43 @@ def _copy(src: int, dst: int, src_off: int, dst_off: int, n: int) -> None:
 
 def commit(path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None,
            ) -> CommitResult:
-    """Write the overlay's sectors into its disk, then mark the overlay empty."""
+    """Write the overlay's sectors into its disk, then mark the overlay empty.
+
+    The disk is opened first and its identity checked on that open file: a fresh commit
+    needs the disk the overlay was made for (unchanged), and a commit that was
+    interrupted is finished only into the very disk it started writing, whose identity
+    it recorded in the overlay before it wrote anything. ``force`` overrides both.
+    """
     ov = Overlay.open(path)
     try:
         h = ov.header
         resumed = h.state == STATE_COMMITTING
-        if not resumed:
-            problem = base_problem(h)
-            if problem and not force:
-                raise BlockError(f"{path}: {problem}. Committing would write these changes over a "
-                                 f"different disk; use --force if you are sure")
         runs = list(ov.runs(h.progress if resumed else 0))
         total = sum(c for _, c in runs)
-        base = RawBackend(h.base.path, readonly=False)
         try:
-            if base.size < h.base.size:
-                raise BlockError(f"disk {h.base.path} is smaller than when the overlay was made")
-            if not resumed:
-                h.state, h.progress = STATE_COMMITTING, 0
+            base = RawBackend(h.base.path, readonly=False)
+        except BlockError as e:
+            raise BlockError(f"{path}: {e}") from None
+        try:
+            now = base.identity()
+            if resumed:
+                problem = _commit_target_problem(h.base, now)
+                if problem and not force:
+                    raise BlockError(f"{path}: an interrupted commit into {h.base.path} cannot be finished "
+                                     f"there: {problem}, so it is not the disk the commit was writing. "
+                                     f"Nothing was written; use --force only if you are sure it is")
+            else:
+                problem = "; ".join(h.base.changes(now))
+                if problem and not force:
+                    raise BlockError(f"{path}: the disk {h.base.path} changed since the overlay was made: "
+                                     f"{problem}. Committing would write these changes over a different "
+                                     f"disk; nothing was written; use --force if you are sure")
+            if now.size < h.base.size:
+                raise BlockError(f"disk {h.base.path} is smaller than when the overlay was made "
+                                 f"({now.size} < {h.base.size} bytes); nothing was written")
+            if not resumed or problem:
+                # record the disk being committed into before anything is written to it
+                h.state, h.progress, h.base = STATE_COMMITTING, h.progress if resumed else 0, now
                 ov.write_header()
                 os.fsync(ov.fd)
             done = since_sync = 0
@@ -491,7 +616,7 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
             ov.bits[:] = bytes(len(ov.bits))
             os.pwrite(ov.fd, ov.bits, h.bitmap_offset)
             h.state, h.progress = STATE_READY, 0
-            h.base = identity_of(h.base.path)
+            h.base = base.identity()
             ov.write_header()
         finally:
             base.close()

@@ -15,6 +15,7 @@ import pkgutil
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
+    from molpy.emulation.session import Bulk, BulkRef
     from molpy.machine import Machine
 
 
@@ -49,8 +50,21 @@ class Device:
         """The device's state as bytes; stored opaque in the session."""
         return b""
 
+    def save_bulk(self) -> list["Bulk"]:
+        """Data too big to hold in memory (a -cow overlay's contents), streamed into the
+        session as chunks of their own; called right after ``save_state``."""
+        return []
+
+    def restore_bulk(self, refs: dict[tuple[str, int], "BulkRef"]) -> None:
+        """Where this device's bulk chunks lie in the session file (called before
+        ``load_state``; the file stays open while the machine lives)."""
+
     def load_state(self, data: bytes) -> None:
-        """Rebuild the device's state from ``save_state``'s bytes (session resume)."""
+        """Rebuild the device's state from ``save_state``'s bytes (session resume).
+
+        The bytes come from a file that may have been crafted: check every field and
+        raise ValueError (or StateMismatch) rather than use a value out of range.
+        """
 
     def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
         """Problems that would stop ``load_state(data)`` from working (``session verify``).

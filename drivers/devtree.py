@@ -71,22 +71,14 @@ def cpu_resource(cpu: str | None) -> str:
 
 
 def read_tree_file(path: str, what: str = "oftree") -> bytes:
-    """A tree file's bytes, refusing what is not a regular file (a FIFO would hang)."""
-    import stat
-
+    """A tree file's bytes; a FIFO, a folder or a file over 16 MiB is refused."""
+    from ..files import HostFileError, read_limited
     from .oftree import MAX_FILE
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise TreeError(f"{what} {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TreeError(f"{what} {path}: not a regular file")
-        if st.st_size > MAX_FILE:
-            raise TreeError(f"{what} {path}: larger than {MAX_FILE >> 20} MiB")
-        return f.read(MAX_FILE + 1)
+        return read_limited(path, MAX_FILE, what=what)
+    except HostFileError as e:
+        raise TreeError(str(e)) from None
 
 
 def build_tree(config, ram_size: int) -> DeviceTree:

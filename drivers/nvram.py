@@ -9,17 +9,18 @@ kept). Out-of-range offsets read 0 and writes to them are ignored.
 molpy writes the image safely where MOL wrote in place: a new file in the same folder,
 fsynced, renamed over the image (a crash leaves the old or the new image, never half of
 one; bytes past 8 KiB are kept), and the image must be a regular file: a symbolic link,
-FIFO or folder at its name is refused at start, so nothing is ever written through a
-link planted there.
+FIFO or folder at its name is refused at start, and the new file is created so that
+nothing planted at any name can redirect it (molpy.files).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import secrets
 import stat
 
+from ..files import HostFileError, NewFile, open_existing
 from .device import Device, DeviceError
 
 log = logging.getLogger("molpy.nvram")
@@ -36,21 +37,14 @@ class NvramError(DeviceError):
     """The NVRAM image cannot be used; the message names it."""
 
 
-def _open_image(path: str, flags: int = os.O_RDONLY) -> int | None:
+def _open_image(path: str) -> int | None:
     """A descriptor of the regular file at ``path`` (never through a link), None if absent."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if os.path.islink(path):
-            raise NvramError(f"nvram {path} is a symbolic link; molpy reads and writes NVRAM "
-                             f"images only as regular files") from None
-        raise NvramError(f"nvram {path}: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NvramError(f"nvram {path} is not a regular file")
-    return fd
+        return open_existing(path, what="nvram image", nofollow=True)
+    except HostFileError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise NvramError(str(e)) from None
 
 
 def read_image(path: str) -> tuple[bytes, int | None]:
@@ -62,55 +56,43 @@ def read_image(path: str) -> tuple[bytes, int | None]:
         data = os.pread(fd, NVRAM_SIZE, 0)
         size = os.fstat(fd).st_size
     except OSError as e:
-        raise NvramError(f"nvram {path}: {e.strerror}") from None
+        raise NvramError(f"nvram image {path}: {e.strerror}") from None
     finally:
         os.close(fd)
     return data + bytes(NVRAM_SIZE - len(data)), size
 
 
 def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),)) -> None:
-    """Replace ``regions`` of the image with ``data``'s bytes: new file, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Replace ``regions`` of the image with ``data``'s bytes: a new file, fsynced, renamed."""
     old = _open_image(path)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    new = None
     try:
         mode = stat.S_IMODE(os.fstat(old).st_mode) if old is not None else 0o600
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        new = NewFile(path, mode=mode, what="nvram image")
+        image = bytearray(os.pread(old, NVRAM_SIZE, 0) if old is not None else b"")
+        image += bytes(NVRAM_SIZE - len(image))
+        for start, length in regions:
+            image[start:start + length] = data[start:start + length]
+        os.pwrite(new.fd, image, 0)
+        offset = NVRAM_SIZE
+        while old is not None:                     # bytes past 8 KiB stay as they were
+            chunk = os.pread(old, COPY_CHUNK, offset)
+            if not chunk:
+                break
+            os.pwrite(new.fd, chunk, offset)
+            offset += len(chunk)
+        os.fsync(new.fd)
+        new.publish()
     except OSError as e:
+        if new is not None:
+            new.discard()
+        reason = str(e) if isinstance(e, HostFileError) else f"{path}: {e.strerror}"
+        raise NvramError(f"nvram image {reason}; the image is unchanged") from None
+    finally:
+        if new is not None:
+            new.close()
         if old is not None:
             os.close(old)
-        raise NvramError(f"nvram {path}: cannot write in {folder}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            image = bytearray(os.pread(old, NVRAM_SIZE, 0) if old is not None else b"")
-            image += bytes(NVRAM_SIZE - len(image))
-            for start, length in regions:
-                image[start:start + length] = data[start:start + length]
-            out.write(image)
-            offset = NVRAM_SIZE
-            while old is not None:                 # bytes past 8 KiB stay as they were
-                chunk = os.pread(old, COPY_CHUNK, offset)
-                if not chunk:
-                    break
-                out.write(chunk)
-                offset += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise NvramError(f"nvram {path}: cannot write: {e.strerror}; the image is unchanged") from None
-    finally:
-        if old is not None:
-            os.close(old)
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class Nvram(Device):

@@ -98,12 +98,24 @@ class CpuState:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CpuState":
-        s = cls(gpr=list(d["gpr"]), fpr=list(d["fpr"]), cr=d["cr"], lr=d["lr"], ctr=d["ctr"],
-                xer=d["xer"], msr=d["msr"], pc=d["pc"], fpscr=d["fpscr"],
-                spr={k: int(d["spr"][k]) for k in SPR_NAMES}, sr=list(d["sr"]))
-        if len(s.gpr) != 32 or len(s.fpr) != 32 or len(s.sr) != 16:
-            raise ValueError("CPU state has the wrong number of registers")
-        return s
+        """Rebuild from ``as_dict()``; every field is checked (a session file is untrusted).
+
+        Raises StateError naming the field. Keys this class does not know are left to
+        their own readers.
+        """
+        from .emulation.state import StateError, int_list, record, u32
+
+        if not isinstance(d, dict):
+            raise StateError("CPU state: expected a record")
+        keys = ("gpr", "fpr", "cr", "lr", "ctr", "xer", "msr", "pc", "fpscr", "spr", "sr")
+        record({k: d[k] for k in keys if k in d}, "CPU state", keys)
+        spr = record(d["spr"], "CPU state spr", SPR_NAMES)
+        return cls(gpr=int_list(d["gpr"], "gpr", 32, 0, 0xFFFFFFFF),
+                   fpr=int_list(d["fpr"], "fpr", 32, 0, (1 << 64) - 1),
+                   cr=u32(d["cr"], "cr"), lr=u32(d["lr"], "lr"), ctr=u32(d["ctr"], "ctr"),
+                   xer=u32(d["xer"], "xer"), msr=u32(d["msr"], "msr"), pc=u32(d["pc"], "pc"),
+                   fpscr=u32(d["fpscr"], "fpscr"), spr={k: u32(spr[k], k) for k in SPR_NAMES},
+                   sr=int_list(d["sr"], "sr", 16, 0, 0xFFFFFFFF))
 
 
 class RegisterFile:

@@ -93,6 +93,7 @@ class Machine:
         self._saved_state: CpuState | None = None
         self.saved = False                  # a session was saved from this machine
         self._error: BaseException | None = None
+        self._session = None                # the open session file a resumed machine runs from
         self.osi = OsiDispatcher(self.cpu, self._on_fault, self._on_error)
         from .drivers.device import create_devices
         self.devices = create_devices(self)
@@ -161,6 +162,9 @@ class Machine:
                 return Stop(request)
             if deadline is not None and time.monotonic() >= deadline:
                 return Stop.TIMEOUT
+            if self.memory.file_changed():
+                log.warning("the session file was opened for writing by another program; the "
+                            "running guest's RAM now lives in memory only (it is unchanged)")
 
     def _fault_from_error(self, e: UcError) -> None:
         if self.fault is not None:
@@ -217,25 +221,33 @@ class Machine:
             if reason:
                 raise SessionError(f"cannot save now: {reason}")
         self.frontend.flush()
-        devices = [(dev.kind, dev.instance, dev.save_state()) for dev in self.devices]
+        devices, bulks = [], []
+        for dev in self.devices:
+            devices.append((dev.kind, dev.instance, dev.save_state()))
+            bulks += dev.save_bulk()
         return write_session(path, self.memory.view, self.cpu.get_state().as_dict(), devices,
-                             self.config.config_checksum)
+                             self.config.config_checksum, bulks)
 
     @classmethod
     def from_session(cls, path: str, config: MachineConfig | None = None,
                      frontend: Frontend | None = None) -> "Machine":
         """A machine resumed from a session file: RAM mapped copy-on-write from it.
 
-        A session that is not read-only (``config.session_readonly`` false) is marked
-        used, so it resumes once (MOL's behaviour).
+        A session that is not read-only (``config.session_readonly`` false) is locked for
+        this machine's life and marked used, so it resumes once (MOL's behaviour), and
+        only in one process; a read-only one is share-locked (any number of machines).
+        The file stays open while the machine lives: its RAM and bulk chunks are read from
+        it, and a read lease lets molpy move RAM off it if another program writes it.
         """
         from .emulation.session import SessionError, open_session
+        from .emulation.state import StateError
 
         config = config or MachineConfig(session_file=path, session_readonly=True)
         readonly = config.session_readonly
-        session = open_session(path, writable=not readonly)
+        session = open_session(path)
         machine = None
         try:
+            session.lock(exclusive=not readonly)
             if session.used and not readonly:
                 raise SessionError(f"session {path} was already resumed once (session_readonly: no); "
                                    f"it resumes only once")
@@ -244,20 +256,25 @@ class Machine:
             state = CpuState.from_dict(session.cpu_dict())
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
             machine = cls(config, frontend, memory=memory)
+            bulk = session.bulk_chunks()
+            for dev in machine.devices:
+                dev.restore_bulk(bulk)
             machine.load_saved(state, session.device_chunks(), path)
             if not readonly:
                 session.mark_used()
+            memory.guard_file(session.fd)
+            machine._session = session
             return machine
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, StateError) as e:
             if machine is not None:
                 machine.close()
+            session.close()
             raise SessionError(f"session {path} is damaged ({e})") from None
         except BaseException:
             if machine is not None:
                 machine.close()
-            raise
-        finally:
             session.close()
+            raise
 
     def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str) -> None:
         """Put the CPU and every device in their saved state (and remember it for reset)."""
@@ -278,6 +295,10 @@ class Machine:
         """Back to the session's state in-process: RAM, CPU, devices and overlays."""
         if self._saved_state is None:
             raise RuntimeError("reset() needs a machine made by Machine.from_session()")
+        if self.memory.detached:
+            from .emulation.session import SessionError
+            raise SessionError("the session file was changed by another program while this machine ran "
+                               "from it; the saved state is gone, so reset() is no longer possible")
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()
         self.cpu.uc.context_restore(self._saved_context)
@@ -292,6 +313,9 @@ class Machine:
         self.devices = []
         self.cpu.uc.mem_unmap(0, self.memory.size)
         self.memory.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 def bundled(name: str) -> Path:

@@ -327,7 +327,7 @@ def test_bad_tree_file_is_a_clear_error(tmp_path, cli):
         Machine(MachineConfig(oftree=str(bad)))
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(TreeError, match="not a regular file"):
+    with pytest.raises(TreeError, match="oftree is a FIFO"):
         Machine(MachineConfig(oftree=str(fifo)))
     with pytest.raises(TreeError, match="No such file"):
         Machine(MachineConfig(oftree=str(tmp_path / "missing")))

@@ -183,12 +183,13 @@ static inline long osi_ablk_cntrl(int cmd, unsigned long param)
     return osi_call(OSI_ABLK_CNTRL, 0, cmd, param, 0, 0, 0);
 }
 static inline long osi_ablk_kick(void)          { return OSI1(OSI_ABLK_KICK, 0); }
-/* r3 = line was up, *completed = descriptors completed since START */
+/* r3 = 1 if the line was up, then *completed = descriptors completed since START;
+   0 if it was down (*completed is then left alone, as r4 is) */
 static inline long osi_ablk_irq_ack(unsigned long *completed)
 {
     osi_result_t r;
     long ret = osi_call(OSI_ABLK_IRQ_ACK, 0, 0, 0, 0, 0, &r);
-    if (completed) *completed = r.r4;
+    if (completed && ret == 1) *completed = r.r4;
     return ret;
 }
 

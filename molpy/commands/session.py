@@ -99,7 +99,11 @@ def verify(args: argparse.Namespace) -> int:
         except BlockError as e:
             raise CommandError(str(e)) from None
         try:
+            bulk = s.bulk_chunks()
+            for name in s.verify_bulk():
+                problems.append(f"the chunk {name} fails its checksum (the file is damaged)")
             for dev in machine.devices:
+                dev.restore_bulk(bulk)
                 data = chunks.get((dev.kind, dev.instance))
                 if data is None:
                     problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
