@@ -203,7 +203,8 @@ def mol(tmp_path_factory):
             "nvram": mol_file(tmp, "mol-src/mollib/nvram/nvram.dist")}
 
 
-def run_mol_firmware(mol, disks, images, tmp_path, keys=b"disks\nexit 3\n"):
+def run_mol_firmware(mol, disks, images, tmp_path, keys=b"disks\nexit 3\n", until: str | None = None):
+    """MOL's firmware on molpy; runs until it stops, or until the console ends with ``until``."""
     nvram = str(tmp_path / "nvram.nw")
     shutil.copy(mol["nvram"], nvram)
     conf = MachineConfig(ram_mib=64, oftree=mol["oftree"], nvram=nvram, boot_type="newworld",
@@ -211,7 +212,10 @@ def run_mol_firmware(mol, disks, images, tmp_path, keys=b"disks\nexit 3\n"):
                          of_image=mol["firmware"])
     m = Machine(conf, BufferConsole(keys))
     m.boot(bootfile=mol["firmware"])
-    stop = m.run(seconds=120)
+    for _ in range(1200 if until else 1):
+        stop = m.run(seconds=0.1 if until else 120)
+        if stop is not Stop.TIMEOUT or (until and out(m).endswith(until)):
+            break
     if stop is Stop.FAULT and m.fault.intno in (2, 3) and m.fault.pc == 0x01E0514C:
         m.close()
         pytest.skip("MOL's firmware turns the MMU on at 0x01e05148 and fills its hash table from "
@@ -243,3 +247,31 @@ def test_mols_firmware_without_a_bootable_disk(mol, disks, tmp_path, caplog):
     log = "\n".join(r.getMessage() for r in caplog.records if r.name == "molpy.guest")
     assert "No bootable disk was found!" in log
     assert stop is Stop.EXIT and m.exit_code == 0      # MOL's EXIT: r6 (10 here) is not a status
+
+
+def test_mols_firmware_session_resumes_into_the_guest(mol, disks, tmp_path):
+    """F12 at the booted demo: MMU state, firmware memory, tree and NVRAM come back."""
+    session = str(tmp_path / "mol.session")
+    m, stop, nvram = run_mol_firmware(mol, disks, ["plain", "boot"], tmp_path, keys=b"echo up\n",
+                                      until="up\nmolpy> ")
+    try:
+        assert out(m).endswith("up\nmolpy> "), (stop, out(m)[-300:])
+        msr = m.get_state().msr
+        bootpath = next(d for d in m.devices if d.kind == "OFTR").tree.find_path(b"/chosen").prop(b"bootpath")
+        m.save_session(session)
+    finally:
+        m.close()
+    assert msr & 0x30 == 0x30                          # the client runs with the MMU on
+    conf = MachineConfig(ram_mib=64, oftree=mol["oftree"], nvram=nvram, boot_type="newworld",
+                         session_file=session, session_readonly=True, resources=ROMPATH,
+                         blkdevs=[BlkdevSpec(disks["plain"]), BlkdevSpec(disks["boot"])])
+    r = Machine.from_session(session, conf, BufferConsole(b"disks\nexit 6\n"))
+    try:
+        assert r.run(seconds=60) is Stop.EXIT, r.fault and r.fault.report()
+        text = out(r)
+        tree = next(d for d in r.devices if d.kind == "OFTR").tree
+    finally:
+        r.close()
+    assert r.exit_code == 6 and "disk 1: 32768 sectors (16384 KiB) read-only boot" in text
+    # what the firmware set (disk@0:0 here, though it booted disk 1) is still there
+    assert tree.find_path(b"/chosen").prop(b"bootpath") == bootpath == b"/pci/pci-bridge/mol-blk@0/disk@0:0\0"
