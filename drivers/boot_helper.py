@@ -9,6 +9,7 @@ string conversions, 0 for the resource lookup, which the firmware uses as a poin
 
 from __future__ import annotations
 
+from ..emulation.memory import GuestAccessError
 from .device import Device
 from .resources import str_res
 
@@ -57,10 +58,10 @@ class BootHelper(Device):
         if not self._in_ram(key_addr, 1) or not self._in_ram(buf):
             return 0
         mem = self.memory
-        end = mem.view.obj.find(b"\0", key_addr, min(mem.size, key_addr + MAX_KEY))
-        if end < 0:
+        try:
+            key = mem.read_cstring(key_addr, MAX_KEY).decode("latin-1")
+        except GuestAccessError:
             return 0
-        key = bytes(mem.view[key_addr:end]).decode("latin-1")
         if index < 0:
             return 0
         value = str_res(self.machine.config.resources, key, index, max(argnum, 0))
@@ -80,13 +81,12 @@ class BootHelper(Device):
         if maxlen <= 0:
             return 0
         mem = self.memory
-        limit = src + maxlen - 1
-        end = mem.view.obj.find(b"\0", src, min(mem.size, limit))
-        if end < 0:
-            if limit > mem.size:
+        try:
+            text = mem.read_cstring(src, maxlen - 1)
+        except GuestAccessError:                  # no NUL: maxlen - 1 characters, if in RAM
+            if src + maxlen - 1 > mem.size:
                 return -1
-            end = limit
-        text = bytes(mem.view[src:end])
+            text = bytes(mem.view[src:src + maxlen - 1])
         out = bytearray(2 * len(text) + 2)
         out[1:2 * len(text):2] = text
         if not self._in_ram(dest, len(out)):

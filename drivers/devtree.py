@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..emulation.memory import GuestAccessError
 from .device import Device
 from .oftree import DeviceTree, Node, TreeError, parse_tree
 from .resources import str_res
@@ -138,11 +139,10 @@ class DevTree(Device):
     # -- guest memory --
 
     def _string(self, addr: int) -> bytes | None:
-        mem = self.memory
-        if addr >= mem.size:
+        try:
+            return self.memory.read_cstring(addr, MAX_STRING)
+        except GuestAccessError:
             return None
-        end = mem.view.obj.find(b"\0", addr, min(mem.size, addr + MAX_STRING))
-        return None if end < 0 else bytes(mem.view[addr:end])
 
     def _fits(self, addr: int, length: int) -> bool:
         return addr < self.memory.size and addr + length <= self.memory.size

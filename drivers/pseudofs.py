@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 
+from ..emulation.memory import GuestAccessError
 from .device import Device
 
 log = logging.getLogger("molpy.pseudofs")
@@ -84,13 +85,10 @@ class PseudoFS(Device):
         return -1
 
     def open(self, name_addr: int) -> int:
-        mem = self.memory
-        if name_addr >= mem.size:
+        try:
+            name = self.memory.read_cstring(name_addr, MAX_NAME)
+        except GuestAccessError:
             return -1
-        end = mem.view.obj.find(b"\0", name_addr, min(mem.size, name_addr + MAX_NAME))
-        if end < 0:
-            return -1
-        name = bytes(mem.view[name_addr:end])
         for index, (pname, _) in enumerate(self.files):
             if pname == name:
                 return index
