@@ -1,10 +1,10 @@
 """Pseudo files: host files MOL published to the guest by name (pseudofs.c, OSI 96).
 
 MachineConfig.pseudofiles lists (name, host path) in MOL's order (its ``pseudofile``,
-``pseudofile_`` and ``@pseudofile`` keys); a name given again is published as
-``name-1``, ``name-2`` ... A file that cannot be opened is not published (MOL printed
-the error and went on). MOL put each new file first, so file index 0 is the one
-published last.
+``pseudofile_`` and ``@pseudofile`` keys), already named as MOL named them (``name-1``,
+``name-2`` ... for a repeated ``pseudofile``; the config does that). A file that cannot
+be opened is not published (MOL printed the error and went on), nor is a name already
+published. MOL put each new file first, so file index 0 is the one published last.
 
 ops (r6): 1 open(name) -> index or -1; 2 close -> 0; 3 size(index) -> bytes or -1;
 4 read(index, offset, buffer, count) -> bytes read or -1; 5 index-to-name(index,
@@ -42,11 +42,10 @@ def publish(pseudofiles: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
     published: list[tuple[bytes, str]] = []
     names: set[bytes] = set()
     for name, path in pseudofiles:
-        base = name.encode("utf-8")[:127]
-        unique, n = base, 0
-        while unique in names:
-            n += 1
-            unique = base[:127 - len(f"-{n}")] + f"-{n}".encode()
+        unique = name.encode("utf-8")[:127]             # MOL's names live in 128 bytes
+        if unique in names:
+            log.warning("pseudofile %s: the name is already published; %s is not", name, path)
+            continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             os.close(fd)

@@ -17,12 +17,14 @@ def files(tmp_path):
     b.write_bytes(b"logo")
     c = tmp_path / "rom2.bin"
     c.write_bytes(b"second rom")
-    return [("nwrom", str(a)), ("bootlogo", str(b)), ("nwrom", str(c)),
-            ("missing", str(tmp_path / "absent"))]
+    # as the config names them (a repeated pseudofile becomes nwrom-1)
+    return [("nwrom", str(a)), ("bootlogo", str(b)), ("nwrom-1", str(c)),
+            ("missing", str(tmp_path / "absent")), ("bootlogo", str(a))]
 
 
 def test_open_names_and_indexes(files):
-    """Newest first: nwrom-1 (the repeated name) is 0, bootlogo 1, nwrom 2; absent not published."""
+    """Newest first: nwrom-1 is 0, bootlogo 1, nwrom 2; a missing file or a name already
+    published is not published."""
     p = Probe(pseudofiles=files)
     for i, name in enumerate(["nwrom", "nwrom-1", "bootlogo", "missing", "pseudo:,nwrom"]):
         p.store(SCRATCH + 64 * i, name)
