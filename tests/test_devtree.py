@@ -411,3 +411,49 @@ def test_mols_newworld_tree_parses_as_mol_reads_it(tmp_path):
     assert tree.find_path(b"/mol-platform") is None            # newworld, not the yaboot path
     assert tree.find_path(b"/pci/pci-bridge/mac-io/interrupt-controller").phandle == 0xFF861220
     assert tree.find_path(b"/chosen").prop(b"bootpath") == b"/pci/pci-bridge/mol-blk/disk@0:0,\\\\:tbxi\0"
+
+
+# -- generated calls: no host exception, no write outside the buffer a call names --
+
+_RAM = 2 << 20
+_edges = st.sampled_from([0, 1, 2, 5, 8, 0x2000, 0xFFFFFFFF, 0x80000000, 0x1000, 0x1001,
+                          _RAM - 1, _RAM, _RAM - 16, 0x100000])
+_u32 = st.one_of(_edges, st.integers(0, 0xFFFFFFFF), st.integers(0x100000, 0x100100))
+
+
+@pytest.fixture(scope="module")
+def tree_machine(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "oftree"
+    path.write_text(TREE)
+    m = Machine(MachineConfig(ram_mib=_RAM >> 20, oftree=str(path)), BufferConsole())
+    # names and paths the calls may point at
+    for addr, text in ((0x100000, b"reg\0"), (0x100010, b"/pci/pci-bridge/mol-blk\0"),
+                       (0x100040, b"\0"), (0x100050, b"/rom/new/node@3\0"), (_RAM - 4, b"abcd")):
+        m.memory.write(addr, text)
+    yield m
+    m.close()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(calls=st.lists(st.tuples(st.sampled_from([76, 77]), st.integers(0, 18),
+                                st.one_of(st.sampled_from([0, 1, 2, 5, 6, 0x2000]), _u32),
+                                _u32, _u32, _u32), min_size=1, max_size=6))
+def test_generated_prom_calls(tree_machine, calls):
+    import numpy as np
+    m = tree_machine
+    dev = next(d for d in m.devices if d.kind == "OFTR")
+    for sel, op, ph, a2, a3, a4 in calls:
+        if dev.tree is None or op == 0:
+            continue                                  # close is checked on its own
+        before = np.frombuffer(bytes(m.memory.view), dtype=np.uint8)
+        if sel == 76:
+            r = dev.prom_iface(op, ph, a2, a3, a4)
+            buf, size = {4: (a2, a3), 6: (a3, a4), 7: (a3, 256)}.get(op, (0, 0))
+        else:
+            r = dev.prom_path_iface(op, ph)
+            buf, size = 0, 0
+        assert isinstance(r, int) and -1 <= r <= 0xFFFFFFFF
+        after = np.frombuffer(bytes(m.memory.view), dtype=np.uint8)
+        changed = np.flatnonzero(before != after)
+        if changed.size:
+            assert buf <= changed[0] and changed[-1] < buf + size, (sel, op, ph, a2, a3, a4)
