@@ -124,7 +124,7 @@ class DevTree(Device):
         self.machine = machine
         self.memory = machine.memory
         self.tree: DeviceTree | None = tree
-        self._loaded = tree.to_json()
+        self._loaded: bytes | None = None       # the tree a session gave (b"": closed)
         self._dirty = False
 
     def attach(self, machine) -> None:
@@ -315,7 +315,7 @@ class DevTree(Device):
 
     def reset(self) -> None:
         """Back to the loaded tree; rebuilt only when the guest changed it."""
-        if self._dirty:
+        if self._dirty and self._loaded is not None:
             self._set_tree(DeviceTree.from_json(self._loaded) if self._loaded else None)
 
 

@@ -6,7 +6,7 @@ Unicorn's interrupt hook, and an ``sc`` without the magic, stops the guest with 
 A selector nobody serves is answered as MOL's os_interface.c answers it: 0 below
 NUM_SELECTORS (MOL's unset vector), r3 left untouched from NUM_SELECTORS up.
 
-This hook is the hottest Python code in molpy; it reads r3..r10 with one batch call
+This hook is the hottest Python code in molpy; it reads r3..r11 with one batch call
 and writes results the same way (see cpu.RegisterFile).
 """
 
@@ -146,5 +146,5 @@ class OsiDispatcher:
         if sel not in self._unknown_seen:
             self._unknown_seen.add(sel)
             log.warning("guest called unknown OSI selector %d; %s", sel,
-                        "returning 0" if answer == 0 else "r3 left as it was")
+                        "r3 left as it was" if answer is NO_RESULT else "returning 0")
         return answer

@@ -44,7 +44,7 @@ def test_us_layout():
     assert key_events(0x80) == [] and key_events(0) == []
 
 
-def test_queue_state_in_a_session(tmp_path):
+def test_queue_state_in_a_session():
     m = Machine(MachineConfig(ram_mib=16), BufferConsole(b"ab"))
     kb = next(d for d in m.devices if d.kind == "KEYB")
     kb.cntrl(1)

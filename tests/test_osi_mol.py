@@ -11,7 +11,7 @@ from molpy.machine import Machine, MachineConfig, Stop
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.osi import OSI_MAGIC1, OSI_MAGIC2
-from probe import MASK, SCRATCH, Probe, signed
+from probe import SCRATCH, Probe, signed
 
 EXIT_MAGIC = 0x45584954
 
