@@ -1,4 +1,8 @@
-"""Console device: the guest's terminal (TTY_PUTC/TTY_GETC) and its log (LOG_PUTC)."""
+"""Console device: the guest's terminal (TTY_PUTC/TTY_GETC/TTY_IRQ_ACK) and its log (LOG_PUTC).
+
+Answers are MOL's tty.c ones: PUTC returns what write() returned for the one byte (1),
+IRQ_ACK 0 (molpy raises no TTY interrupt).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from .device import Device
 OSI_LOG_PUTC = 47
 OSI_TTY_PUTC = 97
 OSI_TTY_GETC = 98
+OSI_TTY_IRQ_ACK = 99
 
 guest_log = logging.getLogger("molpy.guest")
 
@@ -25,10 +30,14 @@ class ConsoleDevice(Device):
     def attach(self, machine) -> None:
         machine.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
         machine.osi.register(OSI_TTY_GETC, self.tty_getc, 0, "console")
+        machine.osi.register(OSI_TTY_IRQ_ACK, self.tty_irq_ack, 0, "console")
         machine.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
 
     def tty_putc(self, c: int) -> int:
         self.machine.frontend.putc(c & 0xFF)
+        return 1
+
+    def tty_irq_ack(self) -> int:
         return 0
 
     def tty_getc(self) -> int:

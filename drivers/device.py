@@ -26,6 +26,13 @@ class StateMismatch(Exception):
     """
 
 
+class DeviceError(Exception):
+    """A device cannot be made from its configuration (a bad file it was given).
+
+    The message names the file and the problem; the CLI shows it as one line.
+    """
+
+
 class Device:
     """Base class: a device with no state and no selectors."""
 
@@ -78,17 +85,22 @@ def create_devices(machine: "Machine") -> list[Device]:
     import molpy.drivers as package
 
     devices: list[Device] = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "device":
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        factory = getattr(module, "create", None)
-        if factory is None:
-            continue
-        made = factory(machine)
-        if made is None:
-            continue
-        devices.extend(made if isinstance(made, list) else [made])
+    try:
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if info.name.startswith("_") or info.name == "device":
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            factory = getattr(module, "create", None)
+            if factory is None:
+                continue
+            made = factory(machine)
+            if made is None:
+                continue
+            devices.extend(made if isinstance(made, list) else [made])
+    except BaseException:
+        for dev in reversed(devices):   # one device's bad file must not leak the others' files
+            dev.close()
+        raise
     for dev in devices:
         dev.attach(machine)
     return devices

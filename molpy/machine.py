@@ -54,6 +54,13 @@ class MachineConfig:
     session_readonly: bool = False
     config_checksum: str = ""
     inspect_only: bool = False      # open disks read-only, make no overlays (session verify)
+    # MOL's firmware boot (names agreed between the work areas; filled from MOL's keys)
+    of_image: str | None = None     # firmware ELF booted instead of bootfile (MOL key of_image)
+    oftree: str | None = None       # device tree in MOL's text format (MOL key oftree)
+    nvram: str | None = None        # 8 KiB NVRAM image, written back at exit (MOL key nvram)
+    pseudofiles: list[tuple[str, str]] = field(default_factory=list)  # (name, host path)
+    boot_type: str | None = None    # newworld, osx, oldworld, linux (MOL key boot_type)
+    resources: dict[str, list[list[str]]] = field(default_factory=dict)  # key -> words per definition
 
     @classmethod
     def from_config(cls, config) -> "MachineConfig":

@@ -87,7 +87,7 @@ def start_machine(mconf, frontend, fresh: bool):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
     from ..boot import BootError
     from ..drivers.block import BlockError
-    from ..drivers.device import StateMismatch
+    from ..drivers.device import DeviceError, StateMismatch
     from ..emulation.session import SessionError, open_session
     from ..machine import Machine
 
@@ -115,7 +115,7 @@ def start_machine(mconf, frontend, fresh: bool):
             machine.close()
             raise
         return machine
-    except (BootError, BlockError, SessionError, StateMismatch) as e:
+    except (BootError, BlockError, SessionError, StateMismatch, DeviceError) as e:
         raise CommandError(str(e)) from None
 
 
