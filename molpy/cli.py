@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -11,6 +12,7 @@ from . import __version__
 COMMANDS = ("run", "cow", "img", "session")   # modules of molpy.commands, each with add_parser() and main()
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13    # what a shell reports for a command whose reader went away (SIGPIPE)
 
 
 class CommandError(Exception):
@@ -19,6 +21,15 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.status = status
+
+
+def say(text: str) -> None:
+    """One line on stderr; nothing when stderr is gone (a hung-up terminal, a closed pipe)."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,20 +45,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, process: bool = False) -> int:
+    """Run one command; ``process``: molpy is the whole process (``python -m molpy``), so
+    its signal handling stays to the end instead of being undone for the caller."""
+    from . import crashnet
+    from .hostsignals import SignalGuard
+
+    guard = SignalGuard().install()
+    crashnet.install()
+    try:
+        return _main(argv, guard)
+    finally:
+        if process:
+            guard.ignore_from_now()       # nothing can change the status any more
+        else:
+            guard.uninstall()
+            crashnet.uninstall()
+
+
+def _main(argv: list[str] | None, guard) -> int:
+    from .hostsignals import SignalExit, signal_name
+
+    try:
+        status = _dispatch(argv)
+    except CommandError as e:
+        say(f"molpy: error: {e}")
+        status = e.status
+    except SignalExit as e:
+        say(f"molpy: interrupted ({e})")
+        status = e.status
+    except KeyboardInterrupt:             # SIGINT before the guard took it
+        say("molpy: interrupted")
+        status = 130
+    except BrokenPipeError:               # stdout's reader went away (`molpy session info F | head`)
+        status = EXIT_BROKEN_PIPE
+    except OSError as e:                  # a file problem no command turned into a message
+        where = f"{e.filename}: " if e.filename else ""
+        say(f"molpy: error: {where}{e.strerror or e}")
+        status = EXIT_USAGE
+    except SystemExit as e:               # argparse: --help, --version, a usage error
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
+    _flush_or_drop()
+    if guard.status is not None and status < 128:
+        say(f"molpy: stopped by {signal_name(guard.received)} (after the work under way was done)")
+        status = guard.status             # a signal came while the command finished its work
+    return status
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.func(args)
-    except CommandError as e:
-        print(f"molpy: error: {e}", file=sys.stderr)
-        return e.status
-    except KeyboardInterrupt:
-        print("molpy: interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
+
+
+def _flush_or_drop() -> None:
+    """Flush stdout/stderr now; if they cannot be written, send what is left to /dev/null
+    (else Python reports the failure itself at exit, with a traceback and status 120)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,8 @@ from molpy.boot import bundled_guest
 class Pty:
     """A pseudo-terminal driving a real molpy process, as a user at a keyboard would."""
 
-    def __init__(self, *args: str, cwd=None) -> None:
+    def __init__(self, *args: str, cwd=None, argv: list[str] | None = None, pass_fds=()) -> None:
+        """``molpy ARGS`` on the terminal, or ``argv`` (a program that runs molpy itself)."""
         self.master, self.slave = os.openpty()
         self.saved = termios.tcgetattr(self.slave)
         self.output = b""
@@ -27,9 +28,9 @@ class Pty:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "molpy", *args], stdin=self.slave,
+        self.proc = subprocess.Popen(argv or [sys.executable, "-m", "molpy", *args], stdin=self.slave,
                                      stdout=self.slave, stderr=self.slave, cwd=cwd,
-                                     preexec_fn=controlling_tty, close_fds=True)
+                                     preexec_fn=controlling_tty, close_fds=True, pass_fds=pass_fds)
 
     def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
         deadline = time.monotonic() + timeout
@@ -74,8 +75,10 @@ class Pty:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                os.close(fd)
+        self.master = self.slave = -1
 
 
 @pytest.fixture

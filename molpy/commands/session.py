@@ -32,7 +32,11 @@ def add_parser(sub) -> None:
 
 def _open(path: str):
     from ..emulation.session import SessionError, open_session
+    from ..preflight import not_a_regular_file
 
+    problem = not_a_regular_file(path, "session file")
+    if problem:
+        raise CommandError(problem)
     try:
         return open_session(path)
     except SessionError as e:
@@ -80,8 +84,6 @@ def _disks(data: bytes) -> str:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from ..drivers.block import BlockError
-    from ..machine import Machine
     from .run import load_machine_config
 
     s = _open(args.file)
@@ -89,24 +91,8 @@ def verify(args: argparse.Namespace) -> int:
     try:
         if not s.verify_ram():
             problems.append("the RAM chunk fails its checksum (the file is damaged)")
-        chunks = s.device_chunks()
         _, mconf = load_machine_config(args.config, args.set)
-        import dataclasses
-        # verify only looks: every disk opened read-only, no overlay made or moved aside
-        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
-        try:
-            machine = Machine(mconf)
-        except BlockError as e:
-            raise CommandError(str(e)) from None
-        try:
-            for dev in machine.devices:
-                data = chunks.get((dev.kind, dev.instance))
-                if data is None:
-                    problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
-                    continue
-                problems += dev.verify_state(data, deep=args.deep)
-        finally:
-            machine.close()
+        problems += against_disks(s, mconf, deep=args.deep)
     finally:
         s.close()
     if problems:
@@ -115,3 +101,30 @@ def verify(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     print(f"{args.file}: OK ({'chunks, disk markers and disk contents' if args.deep else 'chunks and disk markers'} match)")
     return 0
+
+
+def against_disks(s, mconf, *, deep: bool) -> list[str]:
+    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing)."""
+    import dataclasses
+
+    from ..drivers.block import BlockError
+    from ..machine import Machine
+
+    chunks = s.device_chunks()
+    # only looks: every disk opened read-only, no overlay made or moved aside
+    mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
+    try:
+        machine = Machine(mconf)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    problems = []
+    try:
+        for dev in machine.devices:
+            data = chunks.get((dev.kind, dev.instance))
+            if data is None:
+                problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
+                continue
+            problems += dev.verify_state(data, deep=deep)
+    finally:
+        machine.close()
+    return problems

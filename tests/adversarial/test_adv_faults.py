@@ -158,7 +158,7 @@ def test_full_filesystem_during_commit(tmp_path):
 
 def test_unwritable_cow_dir_is_a_clear_error(tmp_path):
     rc, disk = demo_rc(tmp_path)
-    (tmp_path / "cow").mkdir()
+    (tmp_path / "cow").mkdir(exist_ok=True)
     with unwritable(tmp_path / "cow"):
         r = molpy("run", "-f", str(rc), input=b"exit 0\n")
     err = assert_clear(r.stderr)
