@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -32,8 +33,16 @@ def say(text: str) -> None:
         pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that help that cannot be written is an error (argparse drops it)."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="molpy",
         description="Run PowerPC guests on a Unicorn core with Mac-on-Linux's block driver "
                     "and sessions: boot once, press F12 to save, resume instantly.",
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None, *, process: bool = False) -> int:
     from . import crashnet
     from .hostsignals import SignalGuard
 
+    if process:
+        _hold_standard_fds()
     guard = SignalGuard().install()
     crashnet.install()
     try:
@@ -85,7 +96,13 @@ def _main(argv: list[str] | None, guard) -> int:
         status = EXIT_USAGE
     except SystemExit as e:               # argparse: --help, --version, a usage error
         status = e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
-    _flush_or_drop()
+    failed = _flush_or_drop()
+    if failed is not None and status == 0:    # the last of the output did not go out
+        if failed.errno == errno.EPIPE:
+            status = EXIT_BROKEN_PIPE
+        else:
+            say(f"molpy: error: cannot write the output: {failed.strerror}")
+            status = EXIT_USAGE
     if guard.status is not None and status < 128:
         say(f"molpy: stopped by {signal_name(guard.received)} (after the work under way was done)")
         status = guard.status             # a signal came while the command finished its work
@@ -101,13 +118,32 @@ def _dispatch(argv: list[str] | None) -> int:
     return args.func(args)
 
 
-def _flush_or_drop() -> None:
+def _hold_standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed: put /dev/null there, or the next file
+    molpy opens (a disk, the log) would get that number and receive the guest's output."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _flush_or_drop() -> OSError | None:
     """Flush stdout/stderr now; if they cannot be written, send what is left to /dev/null
-    (else Python reports the failure itself at exit, with a traceback and status 120)."""
+    (else Python reports the failure itself at exit, with a traceback and status 120).
+    Returns why stdout could not be written, if it could not."""
+    failed = None
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:                   # it was closed when molpy started
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            if stream is sys.stdout and isinstance(e, OSError):
+                failed = e
             try:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, stream.fileno())
@@ -115,6 +151,7 @@ def _flush_or_drop() -> None:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+    return failed
 
 
 if __name__ == "__main__":  # pragma: no cover

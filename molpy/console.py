@@ -23,6 +23,7 @@ F12_SEQUENCES = (b"\x1b[24~", b"\x1b[24;2~", b"\x1b[24;5~", b"\x1b[[L")
 ESC_HOLD_SECONDS = 0.05   # how long a lone ESC prefix waits for the rest of a sequence
 
 OUT_CHUNK = 4096          # guest output is written when this much is waiting, or sooner
+INPUT_QUEUE_MAX = 64 << 10  # keys not yet read by the guest; more input waits in the pipe
 QUIT = "quit"
 SAVE = "save"
 INTERRUPT = "interrupt"
@@ -161,7 +162,8 @@ class _FdConsole(Frontend):
             view = view[n:]
 
     def _read_available(self, timeout: float = 0.0) -> bytes:
-        fds = [self._wake_r] + ([] if self.eof else [self.in_fd])
+        full = len(self._queue) >= INPUT_QUEUE_MAX      # a guest that does not read: no more
+        fds = [self._wake_r] + ([] if self.eof or full else [self.in_fd])
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries
@@ -171,7 +173,7 @@ class _FdConsole(Frontend):
                 os.read(self._wake_r, 512)
             except BlockingIOError:
                 pass
-        if self.eof or self.in_fd not in ready:
+        if self.eof or full or self.in_fd not in ready:
             return b""
         try:
             data = os.read(self.in_fd, 4096)

@@ -160,3 +160,22 @@ def test_guest_fault_restores_terminal(term, tmp_path):
     assert t.wait() == 3
     assert b"illegal instruction" in t.output
     assert t.restored()
+
+
+def test_resume_shows_the_guest_line_again(term, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 16\nsession_file: {tmp_path / 's.session'}\nsession_readonly: no\n")
+    t = term("run", "-f", str(rc))
+    t.read_until(b"molpy> ")
+    t.send(b"ech")                                    # half a command typed, then F12
+    t.read_until(b"molpy> ech")
+    t.send(b"\x1b[24~")
+    assert t.wait() == 0 and b"session saved" in t.output
+    t = term("run", "-f", str(rc))
+    t.read_until(b"resumed session")
+    t.read_until(b"again\r\nmolpy> ech")              # the note, then the guest's line as it was
+    t.send(b"o where\r")
+    t.read_until(b"where\r\n")
+    t.send(b"exit 2\r")
+    assert t.wait() == 2
+    assert t.restored()

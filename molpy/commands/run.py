@@ -89,7 +89,33 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
     guest.addHandler(handler)
 
 
-def start_machine(mconf, frontend, fresh: bool):
+def unhonoured_settings(config, session_ram_mib: int) -> str | None:
+    """A resumed session is the machine it was: settings it cannot honour, named in one line."""
+    unused = []
+    ram = config.get("ram_size")
+    if ram is not None and mconf_ram(ram) != session_ram_mib:
+        unused.append(f"{_origin(config, 'ram_size')}ram_size={ram} (the session has {session_ram_mib} MiB of RAM)")
+    for key in ("bootfile", "boot_args"):
+        if (config.where(key) or "").startswith("-s "):
+            unused.append(f"-s {key}={config.get(key)} (the guest is already running)")
+    if not unused:
+        return None
+    return f"not used by the resumed session: {', '.join(unused)}; --fresh boots with them"
+
+
+def mconf_ram(text: str) -> int | None:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _origin(config, key: str) -> str:
+    where = config.where(key) or ""
+    return "-s " if where.startswith("-s ") else f"{where}: " if where else ""
+
+
+def start_machine(mconf, frontend, fresh: bool, config=None):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
     from ..boot import BootError
     from ..drivers.block import BlockError
@@ -116,6 +142,10 @@ def start_machine(mconf, frontend, fresh: bool):
                                          f"from, was truncated or changed under the running guest")
                 note(frontend, f"resumed session {path} ({(time.perf_counter() - t) * 1000:.0f} ms)"
                      + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+                unused = unhonoured_settings(config, machine.memory.size >> 20) if config else None
+                if unused:
+                    note(frontend, unused)
+                redraw_guest_line(machine)
                 return machine
         machine = Machine(mconf, frontend)
         try:
@@ -126,6 +156,14 @@ def start_machine(mconf, frontend, fresh: bool):
         return machine
     except (BootError, BlockError, SessionError, StateMismatch) as e:
         raise CommandError(str(e)) from None
+
+
+def redraw_guest_line(machine) -> None:
+    """The guest's current line (its prompt) again, so the user sees where they are."""
+    for dev in machine.devices:
+        redraw = getattr(dev, "redraw", None)
+        if redraw is not None:
+            redraw()
 
 
 def note(frontend, text: str) -> None:
@@ -197,7 +235,7 @@ def main(args: argparse.Namespace) -> int:
             frontend.attach_signals(guard)
     machine = stop = None
     try:
-        machine = start_machine(mconf, frontend, args.fresh)   # a signal here ends the start-up
+        machine = start_machine(mconf, frontend, args.fresh, config)   # a signal here ends the start-up
         with deferred():                                       # from here on it ends the run loop
             stop = run_until_stop(machine, frontend)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from ..cli import CommandError
@@ -110,6 +111,10 @@ def against_disks(s, mconf, *, deep: bool) -> list[str]:
     from ..drivers.block import BlockError
     from ..machine import Machine
 
+    missing = [f"disk {spec.path} is missing (blkdev at {spec.source or 'the config'})"
+               for spec in mconf.blkdevs if not os.path.lexists(spec.path)]
+    if missing:                       # (and it must not be made: that would be the demo disk anew)
+        return missing
     chunks = s.device_chunks()
     # only looks: every disk opened read-only, no overlay made or moved aside
     mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
