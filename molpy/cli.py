@@ -54,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, *, process: bool = False) -> int:
-    """Run one command; ``process``: molpy is the whole process (``python -m molpy``), so
-    its signal handling stays to the end instead of being undone for the caller."""
+def main(argv: list[str] | None = None, *, process: bool | None = None) -> int:
+    """Run one command. ``process`` (the default when ``argv`` is None: the ``molpy``
+    script, ``python -m molpy``): molpy is the whole process, so its signal handling stays
+    to the end instead of being undone for the caller."""
+    if process is None:
+        process = argv is None
     from . import crashnet
     from .hostsignals import SignalGuard
 
@@ -83,7 +86,7 @@ def _main(argv: list[str] | None, guard) -> int:
         say(f"molpy: error: {e}")
         status = e.status
     except SignalExit as e:
-        say(f"molpy: interrupted ({e})")
+        say(f"molpy: stopped by {e}")
         status = e.status
     except KeyboardInterrupt:             # SIGINT before the guard took it
         say("molpy: interrupted")

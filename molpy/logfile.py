@@ -30,7 +30,7 @@ def open_log(path: str) -> int:
     except OSError as e:
         if e.errno == errno.ELOOP:             # a symlink at the name
             raise LogFileError(f"the log {path} is a symbolic link; molpy does not write through one "
-                               f"(remove it, or use --log)") from None
+                               f"(--log FILE names another file, '--log -' is stderr)") from None
         if e.errno in (errno.ENXIO, errno.EISDIR):     # a FIFO nobody reads, a directory
             kind = "a FIFO" if e.errno == errno.ENXIO else "a directory"
             raise LogFileError(f"the log {path} is not a regular file ({kind})") from None

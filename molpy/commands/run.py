@@ -89,30 +89,20 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
     guest.addHandler(handler)
 
 
-def unhonoured_settings(config, session_ram_mib: int) -> str | None:
+def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
     """A resumed session is the machine it was: settings it cannot honour, named in one line."""
     unused = []
-    ram = config.get("ram_size")
-    if ram is not None and mconf_ram(ram) != session_ram_mib:
-        unused.append(f"{_origin(config, 'ram_size')}ram_size={ram} (the session has {session_ram_mib} MiB of RAM)")
+    where = config.where("ram_size") or ""
+    if where and mconf.ram_mib != session_ram_mib:
+        set_by = "-s " if where.startswith("-s ") else ""
+        at = "" if set_by else f"{where}; "
+        unused.append(f"{set_by}ram_size={mconf.ram_mib} ({at}the session has {session_ram_mib} MiB of RAM)")
     for key in ("bootfile", "boot_args"):
         if (config.where(key) or "").startswith("-s "):
             unused.append(f"-s {key}={config.get(key)} (the guest is already running)")
     if not unused:
         return None
     return f"not used by the resumed session: {', '.join(unused)}; --fresh boots with them"
-
-
-def mconf_ram(text: str) -> int | None:
-    try:
-        return int(text, 0)
-    except ValueError:
-        return None
-
-
-def _origin(config, key: str) -> str:
-    where = config.where(key) or ""
-    return "-s " if where.startswith("-s ") else f"{where}: " if where else ""
 
 
 def start_machine(mconf, frontend, fresh: bool, config=None):
@@ -137,15 +127,11 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
             else:
                 t = time.perf_counter()
                 machine = Machine.from_session(path, mconf, frontend)
-                from .. import crashnet
-                crashnet.set_bus_context(f"the session file {path}, which the guest's RAM is mapped "
-                                         f"from, was truncated or changed under the running guest")
-                note(frontend, f"resumed session {path} ({(time.perf_counter() - t) * 1000:.0f} ms)"
-                     + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
-                unused = unhonoured_settings(config, machine.memory.size >> 20) if config else None
-                if unused:
-                    note(frontend, unused)
-                redraw_guest_line(machine)
+                try:
+                    announce_resume(machine, mconf, config, time.perf_counter() - t)
+                except BaseException:
+                    machine.close()
+                    raise
                 return machine
         machine = Machine(mconf, frontend)
         try:
@@ -156,6 +142,22 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
         return machine
     except (BootError, BlockError, SessionError, StateMismatch) as e:
         raise CommandError(str(e)) from None
+
+
+def announce_resume(machine, mconf, config, seconds: float) -> None:
+    """After a resume: one note, settings the session cannot honour, the guest's line again.
+    ``mconf`` is the molrc's (the machine's own has the session's RAM size)."""
+    from .. import crashnet
+
+    frontend, path = machine.frontend, mconf.session_file
+    crashnet.set_bus_context(f"the session file {path}, which the guest's RAM is mapped "
+                             f"from, was truncated or changed under the running guest")
+    note(frontend, f"resumed session {path} ({seconds * 1000:.0f} ms)"
+         + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+    unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
+    if unused:
+        note(frontend, unused)
+    redraw_guest_line(machine)
 
 
 def redraw_guest_line(machine) -> None:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import termios
 import textwrap
 import time
 from pathlib import Path
