@@ -334,3 +334,20 @@ def test_signals_during_a_cow_commit(tmp_path):
         os.unlink(path)
         assert _leftovers(tmp_path, {"d.img"}) == []
     tally("every terminating signal during `molpy cow commit` (finished, then 128+signal)", len(DURING_SAVE))
+
+
+def test_the_terminal_hangs_up(tmp_path, pty_run):
+    """The terminal goes away (window closed): SIGHUP and EIO on every write; molpy ends, 129."""
+    rc = tmp_path / "molrc"
+    rc.write_text("ram_size: 16\n")
+    for keys in (b"spin 3000\r", b"help\r" * 200):          # computing, printing
+        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t.read_until(b"molpy> ")
+        t.send(keys)
+        time.sleep(0.2)
+        os.close(t.master)
+        os.close(t.slave)
+        t.master = t.slave = -1
+        assert t.proc.wait(10) == 128 + signal.SIGHUP
+        assert list(tmp_path.glob("core*")) == []
+    tally("terminal hung up while the guest computes or prints (status 129, no hang)", 2)
