@@ -119,6 +119,7 @@ def test_every_terminating_signal_during_a_save(tmp_path, pty_run, busy_session)
         deadline = time.monotonic() + 20
         while _written(t.proc.pid) < before + (16 << 20):       # the save is writing RAM now
             assert time.monotonic() < deadline and t.proc.poll() is None, t.output
+            time.sleep(0.001)
         t.proc.send_signal(signum)
         status = t.wait(30)
         name = signal_name(signum)
