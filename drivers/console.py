@@ -17,6 +17,11 @@ OSI_TTY_IRQ_ACK = 99
 
 guest_log = logging.getLogger("molpy.guest")
 
+STATE_V2 = b"CON\x02"     # keys, log line, tty line, each with a u32 length (docs/formats.md)
+LOG_LINE_MAX = 4096       # a longer log line is written out in pieces
+TTY_LINE_MAX = 1024       # the end of the guest's current terminal line, redrawn after a resume
+KEYS_MAX = 1 << 20        # keys typed but not read, kept in a session
+
 
 class ConsoleDevice(Device):
     """Characters to the front-end; keys from its queue; log lines to the molpy.guest logger."""
@@ -26,6 +31,7 @@ class ConsoleDevice(Device):
     def __init__(self, machine) -> None:
         self.machine = machine
         self._line = bytearray()
+        self.tty_line = bytearray()    # what the guest printed since its last newline
 
     def attach(self, machine) -> None:
         machine.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
@@ -34,7 +40,14 @@ class ConsoleDevice(Device):
         machine.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
 
     def tty_putc(self, c: int) -> int:
-        self.machine.frontend.putc(c & 0xFF)
+        c &= 0xFF
+        self.machine.frontend.putc(c)
+        if c == 0x0A:
+            self.tty_line.clear()
+        else:
+            self.tty_line.append(c)
+            if len(self.tty_line) > TTY_LINE_MAX:
+                del self.tty_line[:-TTY_LINE_MAX]
         return 1
 
     def tty_irq_ack(self) -> int:
@@ -45,7 +58,7 @@ class ConsoleDevice(Device):
 
     def log_putc(self, c: int) -> int:
         c &= 0xFF
-        if c == 0x0A or len(self._line) >= 4096:
+        if c == 0x0A or len(self._line) >= LOG_LINE_MAX:
             guest_log.info("%s", self._line.decode("latin-1"))
             self._line.clear()
         elif c != 0x0D:
@@ -53,44 +66,63 @@ class ConsoleDevice(Device):
         return 0
 
     def save_state(self) -> bytes:
-        """Keys typed but not yet read by the guest, then the partial log line."""
-        keys = self.machine.frontend.pending_input()
-        return len(keys).to_bytes(4, "big") + keys + bytes(self._line)
-
-    @staticmethod
-    def _parse(data: bytes) -> tuple[bytes, bytes]:
-        """(keys, partial log line), checked: the session file is untrusted."""
-        n = int.from_bytes(data[:4], "big")
-        if len(data) < 4 or len(data) < 4 + n:
-            raise ValueError("console state is truncated")
-        if len(data) - 4 - n > 4096:
-            raise ValueError("console state: the partial log line is longer than a line can be")
-        return bytes(data[4:4 + n]), bytes(data[4 + n:])
-
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
-        try:
-            self._parse(data)
-        except ValueError as e:
-            return [str(e)]
-        return []
+        """Keys typed but not yet read by the guest, the partial log line, the partial tty line."""
+        keys = self.machine.frontend.pending_input()[:KEYS_MAX]
+        return b"".join((STATE_V2, *(len(part).to_bytes(4, "big") + part
+                                     for part in (keys, bytes(self._line), bytes(self.tty_line)))))
 
     def load_state(self, data: bytes) -> None:
         """Keys saved unread come first; keys typed since (before the resume) follow."""
-        self._saved = self._parse(data)
+        keys, log_line, tty_line = parse_state(data)
+        self._saved = (keys, log_line, tty_line)
         frontend = self.machine.frontend
-        frontend.restore_input(self._saved[0] + frontend.pending_input())
-        self._line = bytearray(self._saved[1])
+        frontend.restore_input(keys + frontend.pending_input())
+        self._line = bytearray(log_line)
+        self.tty_line = bytearray(tty_line)
+
+    def redraw(self) -> None:
+        """After a resume: the guest's current line again (its prompt), where the user types."""
+        if self.tty_line:
+            self.machine.frontend.write(bytes(self.tty_line))
 
     def reset(self) -> None:
         """Exactly the saved keys and log line: input fed before reset() is dropped."""
         if hasattr(self, "_saved"):
             self.machine.frontend.restore_input(self._saved[0])
             self._line = bytearray(self._saved[1])
+            self.tty_line = bytearray(self._saved[2])
 
     def close(self) -> None:
         if self._line:
             guest_log.info("%s", self._line.decode("latin-1"))
             self._line.clear()
+
+
+def parse_state(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(keys, log line, tty line) from a CONS chunk, every length checked.
+
+    Version 2 starts with STATE_V2; version 1 (no tty line) is a u32 key count, the keys,
+    then the log line. A v1 count can never start with STATE_V2 (it would be over 1 GiB).
+    """
+    if data[:4] == STATE_V2:
+        parts, pos = [], 4
+        for limit in (KEYS_MAX, LOG_LINE_MAX, TTY_LINE_MAX):
+            if pos + 4 > len(data):
+                raise ValueError("console state is truncated")
+            n = int.from_bytes(data[pos:pos + 4], "big")
+            if n > limit or pos + 4 + n > len(data):
+                raise ValueError("console state has a bad length")
+            parts.append(bytes(data[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+        if pos != len(data):
+            raise ValueError("console state has bytes after its end")
+        return parts[0], parts[1], parts[2]
+    if len(data) < 4:
+        raise ValueError("console state is truncated")
+    n = int.from_bytes(data[:4], "big")
+    if n > KEYS_MAX or len(data) < 4 + n or len(data) - 4 - n > LOG_LINE_MAX:
+        raise ValueError("console state is truncated or has a bad length")
+    return bytes(data[4:4 + n]), bytes(data[4 + n:]), b""
 
 
 def create(machine) -> ConsoleDevice:

@@ -176,7 +176,7 @@ def test_bad_rings_stop_the_engine_not_the_host(tmp_path):
 
 def _molrc(tmp_path: Path, line: str) -> Path:
     rc = tmp_path / "molrc"
-    (tmp_path / "cow").mkdir(exist_ok=True)
+    (tmp_path / "cow").mkdir(exist_ok=True)       # molpy creates no cow_dir a molrc names
     rc.write_text(f"{line}\ncow_dir: {tmp_path / 'cow'}\n")
     return rc
 

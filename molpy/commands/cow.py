@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
 from ..cli import CommandError
 
@@ -30,6 +32,51 @@ def add_parser(sub) -> None:
     d.set_defaults(func=discard)
 
 
+def _overlay(path: str) -> str:
+    """The overlay argument, refused in one line when it is a directory, a FIFO ..."""
+    from ..preflight import not_a_regular_file
+
+    problem = not_a_regular_file(path, "-cow overlay")
+    if problem:
+        raise CommandError(problem)
+    return path
+
+
+class _FinishFirst:
+    """A signal during a commit: the commit ends first, then molpy exits with 128+signal."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def on_signal(self, signum: int) -> None:
+        if not self.told:
+            from ..hostsignals import signal_name
+            self.told = True
+            line = (f"molpy: {signal_name(signum)}: the commit finishes first (if you kill it, "
+                    f"'molpy cow commit' again finishes it)\n")
+            try:   # straight to the descriptor: the handler may run inside another stderr write
+                os.write(2, line.encode())
+            except OSError:
+                pass
+
+
+@contextlib.contextmanager
+def _finish_first():
+    from ..hostsignals import current
+
+    guard = current()
+    if guard is None:
+        yield
+        return
+    listener = _FinishFirst()
+    guard.add_listener(listener)
+    try:
+        with guard.deferred():
+            yield
+    finally:
+        guard.remove_listener(listener)
+
+
 def _mib(sectors: int) -> str:
     return f"{sectors * 512 / (1 << 20):.1f} MiB"
 
@@ -39,7 +86,7 @@ def info(args: argparse.Namespace) -> int:
     from ..drivers.cow import STATE_COMMITTING, overlay_info
 
     try:
-        i = overlay_info(args.overlay)
+        i = overlay_info(_overlay(args.overlay))
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"overlay:  {i.path}")
@@ -69,7 +116,8 @@ def commit(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or 1)
     try:
-        result = do_commit(args.overlay, force=args.force, progress=progress)
+        with _finish_first():
+            result = do_commit(_overlay(args.overlay), force=args.force, progress=progress)
     except BlockError as e:
         raise CommandError(str(e)) from None
     except OSError as e:
@@ -91,7 +139,7 @@ def discard(args: argparse.Namespace) -> int:
     from ..drivers.cow import discard as do_discard
 
     try:
-        held, base = do_discard(args.overlay)
+        held, base = do_discard(_overlay(args.overlay))
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"discarded {held} sectors ({_mib(held)}) of changes to {base}; removed {args.overlay}")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import logging
 import os
 import sys
 import time
 
-from ..cli import CommandError
+from ..cli import EXIT_BROKEN_PIPE, EXIT_USAGE, CommandError, say
 
 EXIT_FAULT = 3
 EXIT_INTERRUPT = 130
+EXIT_OUTPUT = EXIT_USAGE     # the guest's output cannot be written (/dev/full, ...)
 
 
 def add_parser(sub) -> None:
@@ -30,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="boot the guest even when the molrc's session_file holds a saved session")
     p.add_argument("--check", action="store_true",
-                   help="check the molrc (its values, that its disks and bootfile exist), then exit")
+                   help="check the molrc and everything it names (bootfile ELF, disks, cow_dir, "
+                        "session file and its disk markers), list every problem, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
     p.set_defaults(func=main)
 
@@ -62,6 +65,7 @@ def load_machine_config(path: str | None, sets: list[str]):
 def setup_logging(log_target: str | None, verbose: bool) -> None:
     from ..config import data_dir
 
+    logging.raiseExceptions = False     # a log that cannot be written never ends the run
     root = logging.getLogger("molpy")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     err = logging.StreamHandler(sys.stderr)
@@ -74,16 +78,34 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("log: %(message)s"))
     else:
+        from ..logfile import CappedLogHandler, LogFileError
+
         path = log_target or os.path.join(data_dir(), "molpy.log")
         try:
-            handler = logging.FileHandler(path, encoding="utf-8")
-        except OSError as e:
-            raise CommandError(f"cannot open the log {path}: {e.strerror}") from None
+            handler = CappedLogHandler(path)
+        except LogFileError as e:
+            raise CommandError(str(e)) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     guest.addHandler(handler)
 
 
-def start_machine(mconf, frontend, fresh: bool):
+def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
+    """A resumed session is the machine it was: settings it cannot honour, named in one line."""
+    unused = []
+    where = config.where("ram_size") or ""
+    if where and mconf.ram_mib != session_ram_mib:
+        set_by = "-s " if where.startswith("-s ") else ""
+        at = "" if set_by else f"{where}; "
+        unused.append(f"{set_by}ram_size={mconf.ram_mib} ({at}the session has {session_ram_mib} MiB of RAM)")
+    for key in ("bootfile", "boot_args"):
+        if (config.where(key) or "").startswith("-s "):
+            unused.append(f"-s {key}={config.get(key)} (the guest is already running)")
+    if not unused:
+        return None
+    return f"not used by the resumed session: {', '.join(unused)}; --fresh boots with them"
+
+
+def start_machine(mconf, frontend, fresh: bool, config=None):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
     from ..boot import BootError
     from ..drivers.block import BlockError
@@ -105,8 +127,11 @@ def start_machine(mconf, frontend, fresh: bool):
             else:
                 t = time.perf_counter()
                 machine = Machine.from_session(path, mconf, frontend)
-                note(frontend, f"resumed session {path} ({(time.perf_counter() - t) * 1000:.0f} ms)"
-                     + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+                try:
+                    announce_resume(machine, mconf, config, time.perf_counter() - t)
+                except BaseException:
+                    machine.close()
+                    raise
                 return machine
         machine = Machine(mconf, frontend)
         try:
@@ -119,9 +144,35 @@ def start_machine(mconf, frontend, fresh: bool):
         raise CommandError(str(e)) from None
 
 
+def announce_resume(machine, mconf, config, seconds: float) -> None:
+    """After a resume: one note, settings the session cannot honour, the guest's line again.
+    ``mconf`` is the molrc's (the machine's own has the session's RAM size)."""
+    from .. import crashnet
+
+    frontend, path = machine.frontend, mconf.session_file
+    crashnet.set_bus_context(f"the session file {path}, which the guest's RAM is mapped "
+                             f"from, was truncated or changed under the running guest")
+    note(frontend, f"resumed session {path} ({seconds * 1000:.0f} ms)"
+         + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+    unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
+    if unused:
+        note(frontend, unused)
+    redraw_guest_line(machine)
+
+
+def redraw_guest_line(machine) -> None:
+    """The guest's current line (its prompt) again, so the user sees where they are."""
+    for dev in machine.devices:
+        redraw = getattr(dev, "redraw", None)
+        if redraw is not None:
+            redraw()
+
+
 def note(frontend, text: str) -> None:
     """One line for the user, between the guest's output lines."""
-    frontend.write(f"molpy: {text}\r\n".encode())
+    frontend.flush()
+    start = "\n" if getattr(frontend, "line_open", False) else ""
+    frontend.write(f"{start}molpy: {text}\n".encode())
 
 
 def save(machine, frontend) -> bool:
@@ -141,59 +192,100 @@ def save(machine, frontend) -> bool:
 
 
 def check(config, mconf) -> int:
-    """``--check``: what a run would use, or the first problem as a one-line error."""
-    from ..drivers.demo_disk import default_demo_path
-
-    for spec in mconf.blkdevs:                 # (a run makes the default demo disk if missing)
-        if not os.path.exists(spec.path) and os.path.abspath(spec.path) != default_demo_path():
-            raise CommandError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'})")
-    if mconf.bootfile and not os.path.isfile(mconf.bootfile):
-        raise CommandError(f"bootfile {mconf.bootfile} does not exist")
-    if mconf.session_file and not os.path.isdir(os.path.dirname(os.path.abspath(mconf.session_file))):
-        raise CommandError(f"session_file {mconf.session_file}: its folder does not exist")
-    if mconf.cow_dir and os.path.exists(mconf.cow_dir) and not os.path.isdir(mconf.cow_dir):
-        raise CommandError(f"cow_dir {mconf.cow_dir} is not a folder")
+    """``--check``: every problem a run would meet, or what a run would use."""
+    if report_problems(mconf):
+        return EXIT_USAGE
     print(f"{config.path or 'built-in config'}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
           f"session {mconf.session_file or 'none'}")
     return 0
 
 
+def report_problems(mconf) -> list[str]:
+    """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr."""
+    from ..preflight import problems
+
+    found = problems(mconf, deep=True)
+    for problem in found:
+        say(f"molpy: error: {problem}")
+    return found
+
+
+def refuse_problems(mconf) -> None:
+    """Before a run opens anything: the first problem, as the run's one-line error."""
+    from ..preflight import problems
+
+    found = problems(mconf)
+    if found:
+        more = f" (and {len(found) - 1} more: 'molpy run --check' lists them)" if len(found) > 1 else ""
+        raise CommandError(found[0] + more)
+
+
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
-    from ..machine import Stop
+    from ..hostsignals import current, deferred
 
     config, mconf = load_machine_config(args.config, args.set)
     if args.check:
         return check(config, mconf)
+    refuse_problems(mconf)
     setup_logging(args.log, args.verbose)
-    frontend = open_console()
-    atexit.register(frontend.close)
-    machine = None
+    guard = current()
+    with deferred():                 # raw mode and its undoing are set up as one step
+        frontend = open_console()
+        atexit.register(frontend.close)
+        if guard is not None and hasattr(frontend, "attach_signals"):
+            frontend.attach_signals(guard)
+    machine = stop = None
     try:
-        if hasattr(frontend, "install_signals"):
-            frontend.install_signals()
-        machine = start_machine(mconf, frontend, args.fresh)
-        while True:
-            stop = machine.run()
-            if stop is not Stop.SAVE:
-                break
-            if save(machine, frontend):
-                stop = Stop.QUIT
-                break
+        machine = start_machine(mconf, frontend, args.fresh, config)   # a signal here ends the start-up
+        with deferred():                                       # from here on it ends the run loop
+            stop = run_until_stop(machine, frontend)
     finally:
-        frontend.close()
-        if machine is not None:
-            machine.close()
+        with deferred():
+            frontend.close()
+            if machine is not None:
+                machine.close()
+    return outcome(stop, machine, frontend, guard.received if guard is not None else None)
+
+
+def run_until_stop(machine, frontend):
+    """Run the guest; F12 saves (and then molpy stops, as MOL did)."""
+    from ..machine import Stop
+
+    while True:
+        stop = machine.run()
+        if stop is not Stop.SAVE:
+            return stop
+        if save(machine, frontend):
+            return Stop.QUIT
+
+
+def outcome(stop, machine, frontend, signum: int | None) -> int:
+    """The exit status and the last line: the guest's code, 3 after a fault, 128+signal ..."""
+    from ..hostsignals import SIGNAL_BASE, signal_name
+    from ..machine import Stop
+
+    if stop is Stop.FAULT:
+        say(machine.fault.report())
+    if signum is not None:
+        say(f"molpy: stopped by {signal_name(signum)}"
+            + (" (the session was saved first)" if machine.saved else ""))
+        return SIGNAL_BASE + signum
+    error = getattr(frontend, "output_error", None)
+    if error is not None:
+        if error.errno == errno.EPIPE:
+            say("molpy: the guest's output was closed (broken pipe); stopped")
+            return EXIT_BROKEN_PIPE
+        say(f"molpy: cannot write the guest's output ({error.strerror}); stopped")
+        return EXIT_OUTPUT
     if stop is Stop.EXIT:
         return machine.exit_code & 0xFF
     if stop is Stop.FAULT:
-        print(machine.fault.report(), file=sys.stderr)
         return EXIT_FAULT
     if stop is Stop.QUIT and machine.saved:
         return 0
     if stop is Stop.QUIT:
-        print("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof
-              else "molpy: quit (Ctrl-])", file=sys.stderr)
+        say("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof else "molpy: quit (Ctrl-])")
         return 0
-    print("molpy: interrupted", file=sys.stderr)
+    say("molpy: interrupted")
     return EXIT_INTERRUPT

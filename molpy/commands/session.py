@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from ..cli import CommandError
@@ -32,7 +33,11 @@ def add_parser(sub) -> None:
 
 def _open(path: str):
     from ..emulation.session import SessionError, open_session
+    from ..preflight import not_a_regular_file
 
+    problem = not_a_regular_file(path, "session file")
+    if problem:
+        raise CommandError(problem)
     try:
         return open_session(path)
     except SessionError as e:
@@ -80,8 +85,6 @@ def _disks(data: bytes) -> str:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from ..drivers.block import BlockError
-    from ..machine import Machine
     from .run import load_machine_config
 
     s = _open(args.file)
@@ -95,28 +98,10 @@ def verify(args: argparse.Namespace) -> int:
             CpuState.from_dict(s.cpu_dict())
         except (SessionError, ValueError) as e:
             problems.append(f"the CPU state is damaged ({e})")
-        chunks = s.device_chunks()
+        for name in s.verify_bulk():
+            problems.append(f"the chunk {name} fails its checksum (the file is damaged)")
         _, mconf = load_machine_config(args.config, args.set)
-        import dataclasses
-        # verify only looks: every disk opened read-only, no overlay made or moved aside
-        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
-        try:
-            machine = Machine(mconf)
-        except BlockError as e:
-            raise CommandError(str(e)) from None
-        try:
-            bulk = s.bulk_chunks()
-            for name in s.verify_bulk():
-                problems.append(f"the chunk {name} fails its checksum (the file is damaged)")
-            for dev in machine.devices:
-                dev.restore_bulk(bulk)
-                data = chunks.get((dev.kind, dev.instance))
-                if data is None:
-                    problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
-                    continue
-                problems += dev.verify_state(data, deep=args.deep)
-        finally:
-            machine.close()
+        problems += against_disks(s, mconf, deep=args.deep)
     finally:
         s.close()
     if problems:
@@ -125,3 +110,36 @@ def verify(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     print(f"{args.file}: OK ({'chunks, disk markers and disk contents' if args.deep else 'chunks and disk markers'} match)")
     return 0
+
+
+def against_disks(s, mconf, *, deep: bool) -> list[str]:
+    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing)."""
+    import dataclasses
+
+    from ..drivers.block import BlockError
+    from ..machine import Machine
+
+    missing = [f"disk {spec.path} is missing (blkdev at {spec.source or 'the config'})"
+               for spec in mconf.blkdevs if not os.path.lexists(spec.path)]
+    if missing:                       # (and it must not be made: that would be the demo disk anew)
+        return missing
+    chunks = s.device_chunks()
+    # only looks: every disk opened read-only, no overlay made or moved aside
+    mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
+    try:
+        machine = Machine(mconf)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    problems = []
+    bulk = s.bulk_chunks()
+    try:
+        for dev in machine.devices:
+            dev.restore_bulk(bulk)
+            data = chunks.get((dev.kind, dev.instance))
+            if data is None:
+                problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
+                continue
+            problems += dev.verify_state(data, deep=deep)
+    finally:
+        machine.close()
+    return problems
