@@ -71,6 +71,13 @@ class ConsoleDevice(Device):
         return b"".join((STATE_V2, *(len(part).to_bytes(4, "big") + part
                                      for part in (keys, bytes(self._line), bytes(self.tty_line)))))
 
+    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+        try:
+            parse_state(data)
+        except ValueError as e:
+            return [str(e)]
+        return []
+
     def load_state(self, data: bytes) -> None:
         """Keys saved unread come first; keys typed since (before the resume) follow."""
         keys, log_line, tty_line = parse_state(data)
