@@ -25,33 +25,43 @@ def add_parser(sub) -> None:
                    "else the built-in config that runs the demo guest)")
     p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
                    help="set a molrc variable (usable as ${KEY}; also defines KEY); repeatable")
+    p.add_argument("--mol-lib", metavar="LIBDIR",
+                   help="run from a MOL installation: its library tree (the folder holding "
+                        "config/molrc.sys: /usr/share/mol/VERSION, or mollib/ in MOL's source); "
+                        "needs --mol-etc")
+    p.add_argument("--mol-etc", metavar="ETCDIR",
+                   help="the MOL installation's config folder (/etc/mol: session.map, molrc.*); "
+                        "-s session=N picks MOL's session (0-5), as mol -N did")
     p.add_argument("--log", metavar="FILE", help="where the guest's log (OSI LOG_PUTC) goes; "
                    "'-' for stderr (default: molpy.log in molpy's data directory)")
     p.add_argument("--fresh", action="store_true",
                    help="boot the guest even when the molrc's session_file holds a saved session")
     p.add_argument("--check", action="store_true",
-                   help="check the molrc (its values, that its disks and bootfile exist), then exit")
+                   help="check the molrc (its values, that its disks and bootfile exist), list what "
+                        "molpy will use from it, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
     p.set_defaults(func=main)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    variables = {}
+def parse_sets(items: list[str]) -> list[tuple[str, str]]:
+    """``-s KEY=VALUE`` settings, in the order given (a later one wins, as in MOL)."""
+    variables = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"-s expects KEY=VALUE, got {item!r}")
-        variables[key.strip()] = value
+        variables.append((key.strip(), value))
     return variables
 
 
-def load_machine_config(path: str | None, sets: list[str]):
-    """Config file -> MachineConfig, with every problem as a CommandError."""
+def load_machine_config(path: str | None, sets: list[str], *, mol_lib: str | None = None,
+                        mol_etc: str | None = None, warn=None):
+    """Config file (or MOL installation) -> MachineConfig, with every problem as a CommandError."""
     from ..config import ConfigError, load_config
     from ..machine import MachineConfig
 
     try:
-        config = load_config(path, parse_sets(sets))
+        config = load_config(path, parse_sets(sets), mol_lib=mol_lib, mol_etc=mol_etc, warn=warn)
         return config, MachineConfig.from_config(config)
     except ConfigError as e:
         raise CommandError(str(e)) from None
@@ -140,31 +150,73 @@ def save(machine, frontend) -> bool:
     return True
 
 
-def check(config, mconf) -> int:
+def check(config, mconf, notes: list[str] | None = None) -> int:
     """``--check``: what a run would use, or the first problem as a one-line error."""
     from ..drivers.demo_disk import default_demo_path
 
+    if config.mol_tree is not None:
+        describe_mol_config(config, mconf, notes or [])
+    elif notes:
+        print("\n".join(f"note: {n}" for n in notes))
     for spec in mconf.blkdevs:                 # (a run makes the default demo disk if missing)
         if not os.path.exists(spec.path) and os.path.abspath(spec.path) != default_demo_path():
             raise CommandError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'})")
     if mconf.bootfile and not os.path.isfile(mconf.bootfile):
         raise CommandError(f"bootfile {mconf.bootfile} does not exist")
+    if mconf.of_image and not os.path.isfile(mconf.of_image):
+        raise CommandError(f"of_image {mconf.of_image} does not exist (the firmware, {config.where('of_image')})")
     if mconf.session_file and not os.path.isdir(os.path.dirname(os.path.abspath(mconf.session_file))):
         raise CommandError(f"session_file {mconf.session_file}: its folder does not exist")
     if mconf.cow_dir and os.path.exists(mconf.cow_dir) and not os.path.isdir(mconf.cow_dir):
         raise CommandError(f"cow_dir {mconf.cow_dir} is not a folder")
-    print(f"{config.path or 'built-in config'}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
+    name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
+    print(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
           f"session {mconf.session_file or 'none'}")
     return 0
+
+
+def describe_mol_config(config, mconf, notes: list[str]) -> None:
+    """What molpy will use from a MOL installation, one line a thing (--check)."""
+    from ..molrc.disks import disk_meaning
+
+    def mark(path: str | None) -> str:
+        return "" if path is None or os.path.exists(path) else " (missing)"
+
+    tree = config.mol_tree
+    print(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
+    print(f"files read: {', '.join(config.files)}")
+    print(f"session {mconf.session_id}, boot type {mconf.boot_type}")
+    print(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
+    for spec in mconf.blkdevs:
+        print(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
+              f"({spec.key} at {spec.source}){mark(spec.path)}")
+    if not mconf.blkdevs:
+        print("disks: none")
+    firmware = [(key, config.get_path(key)) for key in ("of_image", "bootx_image", "rom_image", "elf_image")
+                if config.get_path(key)]
+    for key, path in firmware:
+        served = key == "of_image"
+        print(f"{'firmware' if served else 'boot file'}: {path} ({key}{'' if served else ', not served by molpy'})"
+              f"{mark(path)}")
+    for key in ("oftree", "nvram"):
+        if getattr(mconf, key):
+            print(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
+    if mconf.pseudofiles:
+        print("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
+    print(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
+    for n in notes:
+        print(n)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
     from ..machine import Stop
 
-    config, mconf = load_machine_config(args.config, args.set)
+    notes: list[str] = []
+    config, mconf = load_machine_config(args.config, args.set, mol_lib=args.mol_lib, mol_etc=args.mol_etc,
+                                        warn=notes.append if args.check else None)
     if args.check:
-        return check(config, mconf)
+        return check(config, mconf, notes)
     setup_logging(args.log, args.verbose)
     frontend = open_console()
     atexit.register(frontend.close)

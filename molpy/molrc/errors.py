@@ -1,0 +1,11 @@
+"""The one exception a molrc problem raises."""
+
+
+class ConfigError(Exception):
+    """A molrc problem; the message starts with ``FILE:LINE:`` when a line is to blame."""
+
+
+def show(text: str, limit: int = 60) -> str:
+    """A word for a message: quoted, control characters escaped, at most ``limit`` characters."""
+    shown = repr(text[:limit])
+    return shown + f"... ({len(text)} characters)" if len(text) > limit else shown
