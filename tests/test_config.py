@@ -107,7 +107,7 @@ def test_a_dropped_definition_is_not_expanded():
 def test_command_line_settings_come_first():
     c = load("ram_size: 32\nblkdev: /f\n", [("ram_size", "48"), ("ram_size", "40"), ("blkdev", "/a"),
                                            ("blkdev", '"/b c" -rw')])
-    assert c.get_int("ram_size", 0) == 40 and c.where("ram_size") == "-s ram_size"   # the last -s wins
+    assert c.get_int("ram_size", 0) == 40 and c.where("ram_size") == "command line"   # the last -s wins
     assert c.resources["blkdev"] == [["/b c", "-rw"], ["/a"], ["/f"]]                 # each -s in front
 
 

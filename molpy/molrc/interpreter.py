@@ -141,7 +141,7 @@ class Interpreter:
     def define_setting(self, key: str, value: str, base_dir: str) -> None:
         """``-s KEY=VALUE``: a definition put in front of all others (MOL's command-line
         resources), its value split into words and expanded like a line's."""
-        where = f"-s {key}"
+        where = "command line"
         if not key or any(c in key for c in SEPARATORS + "\"'#"):
             raise ConfigError(f"-s {show(key)}={show(value)}: a key is one word (no spaces, commas, quotes or '#')")
         self.define(key, split_words(value), where, base_dir, head=True, origin=CMDLINE)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from .errors import ConfigError, show
+from .errors import ConfigError
 from .interpreter import Interpreter
 from .table import MOL_TREE, PREDEFINED, Config, Definition, parse_number
+from .values import session_number
 
 MOL_VAR_DIR = "/var/lib/mol"
 MOL_ARCH = "linux"
@@ -68,10 +69,8 @@ def load_mol_tree(lib: str, etc: str, settings: Iterable[tuple[str, str]], *,
     interp.read_file(os.path.join(data, etc_now, SESSION_MAP), None)
     interp.read_file(os.path.join(data, POST_FILE), None)
 
-    d = config.first("session")
-    if d is None:
+    if not config.present("session"):
         raise ConfigError(f"session is not defined after {os.path.join(data, POST_FILE)} "
                           f"(MOL needs a session number: -s session=N)")
-    if not d.words or parse_number(d.words[0]) is None or parse_number(d.words[0]) < 0:
-        raise ConfigError(f"{d.where}: session: {show(d.value)} is not a session number")
+    session_number(config)
     return config
