@@ -655,3 +655,43 @@ def test_if_blocks_match_structured_evaluation(items):
     render(items, lines, defined, True, [0])
     c = load("\n".join(lines) + "\n")
     assert [s.path for s in c.blkdevs] == defined
+
+
+# -- MOL's partition rule for whole disks (/dev/sdX without -whole) --
+
+def test_mac_volumes_are_found_by_their_signatures(tmp_path):
+    from molpy.molrc.disks import mac_volumes, probe_volume
+
+    def volume(name: str, size: int, block0: bytes = b"", header: bytes = b"", at124: bytes = b"") -> None:
+        with open(tmp_path / name, "wb") as f:
+            f.truncate(size)
+            f.write(block0)
+            f.seek(1024)
+            f.write(header)
+            f.seek(1024 + 124)
+            f.write(at124)
+    volume("sda1", 32 << 20, header=b"H+")                  # HFS+
+    volume("sda2", 32 << 20, block0=b"ER")                  # a partition map: not a volume
+    volume("sda3", 32 << 20, header=b"\xef\x53")            # something else
+    volume("sda4", 1 << 20, header=b"BD")                   # HFS, small: a boot-strap partition?
+    volume("sda5", 32 << 20, header=b"BD", at124=b"H+")      # HFS+ wrapped in HFS
+    volume("sda6", 1 << 20, header=b"HX")                   # HFSX: no size rule
+    volume("sda7", 100)                                      # too short to read
+    kinds = [probe_volume(str(tmp_path / f"sda{i}"))[0] for i in range(1, 8)]
+    assert kinds == ["hfs+", "partitioned", "unknown", "hfs", "hfs+", "hfsx", None]
+    disk = str(tmp_path / "sda")
+    assert mac_volumes(disk, writable=True) == [f"{disk}1", f"{disk}5", f"{disk}6"]
+    assert mac_volumes(disk, writable=False) == [f"{disk}1", f"{disk}4", f"{disk}5", f"{disk}6"]
+    os.mkfifo(tmp_path / "sda8")                              # never opened as a disk, never blocks
+    assert probe_volume(str(tmp_path / "sda8")) == (None, 0)
+
+
+def test_a_bad_cpu_is_one_line_at_check(cli, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_text("ram_size: 16\ncpu: g5\n")
+    r = cli("run", "-f", str(rc), "--check")
+    assert r.returncode == 2 and r.stderr.decode().strip() == (
+        f"molpy: error: {rc}:2: cpu: 'g5' is a 64-bit PowerPC, which molpy does not emulate; use 750 (G3, "
+        f"the default), 7400 (G4), 604, 603 or another classic 32-bit PowerPC")
+    r = cli("run", "-f", str(rc))
+    assert r.returncode == 2 and b"Traceback" not in r.stderr and b"64-bit PowerPC" in r.stderr
