@@ -192,12 +192,12 @@ def describe_mol_config(config, mconf, notes: list[str]) -> None:
               f"({spec.key} at {spec.source}){mark(spec.path)}")
     if not mconf.blkdevs:
         print("disks: none")
-    firmware = [(key, config.get_path(key)) for key in ("of_image", "bootx_image", "rom_image", "elf_image")
-                if config.get_path(key)]
-    for key, path in firmware:
-        served = key == "of_image"
-        print(f"{'firmware' if served else 'boot file'}: {path} ({key}{'' if served else ', not served by molpy'})"
-              f"{mark(path)}")
+    for key in ("of_image", "bootx_image", "rom_image", "elf_image"):    # what MOL would boot
+        path = config.get_path(key)
+        if path and key == "of_image":
+            print(f"firmware: {path} (of_image){mark(path)}")
+        elif path:
+            print(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
     for key in ("oftree", "nvram"):
         if getattr(mconf, key):
             print(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
