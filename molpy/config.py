@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 
 from .molrc.disks import BlkdevSpec, build_disks
-from .molrc.errors import ConfigError
+from .molrc.errors import ConfigError, printable
 from .molrc.interpreter import Interpreter
 from .molrc.keys import warn_unused
 from .molrc.moltree import load_mol_tree
@@ -61,11 +61,11 @@ def parse_size(text: str) -> int:
 
 
 def _default_echo(text: str) -> None:
-    print(f"molrc: {text}", file=sys.stderr)
+    print(printable(f"molrc: {text}"), file=sys.stderr)
 
 
 def _default_warn(text: str) -> None:
-    print(f"molpy: warning: {text}", file=sys.stderr)
+    print(printable(f"molpy: warning: {text}"), file=sys.stderr)
 
 
 def _settings(variables: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list[tuple[str, str]]:

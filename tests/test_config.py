@@ -695,3 +695,13 @@ def test_a_bad_cpu_is_one_line_at_check(cli, tmp_path):
         f"the default), 7400 (G4), 604, 603 or another classic 32-bit PowerPC")
     r = cli("run", "-f", str(rc))
     assert r.returncode == 2 and b"Traceback" not in r.stderr and b"64-bit PowerPC" in r.stderr
+
+
+def test_control_characters_in_messages_are_escaped(cli, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_bytes(b"ram_size: 16\nblkdev: /no\x1cdisk\x1b[2J -rw\nk\xc2\x85ey: 1\n")   # U+0085 (a line break to str.splitlines)
+    r = cli("run", "-f", str(rc), "--check")
+    err, out = r.stderr.decode(), r.stdout.decode()
+    assert r.returncode == 2 and err == "molpy: error: disk /no\\x1cdisk\\x1b[2J does not exist " \
+        f"(blkdev at {rc}:2)\n"
+    assert out == f"note: keys molpy does not know (ignored): k\\x85ey ({rc}:3)\n"

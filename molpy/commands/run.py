@@ -59,12 +59,13 @@ def load_machine_config(path: str | None, sets: list[str], *, mol_lib: str | Non
     """Config file (or MOL installation) -> MachineConfig, with every problem as a CommandError."""
     from ..config import ConfigError, load_config
     from ..machine import MachineConfig
+    from ..molrc.errors import printable
 
     try:
         config = load_config(path, parse_sets(sets), mol_lib=mol_lib, mol_etc=mol_etc, warn=warn)
         return config, MachineConfig.from_config(config)
     except ConfigError as e:
-        raise CommandError(str(e)) from None
+        raise CommandError(printable(str(e))) from None
     except OSError as e:
         raise CommandError(f"{e.filename or path}: {e.strerror}") from None
 
@@ -152,12 +153,25 @@ def save(machine, frontend) -> bool:
 
 def check(config, mconf, notes: list[str] | None = None) -> int:
     """``--check``: what a run would use, or the first problem as a one-line error."""
-    from ..drivers.demo_disk import default_demo_path
+    from ..molrc.errors import printable
 
     if config.mol_tree is not None:
         describe_mol_config(config, mconf, notes or [])
     elif notes:
-        print("\n".join(f"note: {n}" for n in notes))
+        print("\n".join(printable(f"note: {n}") for n in notes))
+    try:
+        _check_files(config, mconf)
+    except CommandError as e:                  # paths come from the molrc: control characters escaped
+        raise CommandError(printable(str(e))) from None
+    name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
+    print(printable(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
+                    f"session {mconf.session_file or 'none'}"))
+    return 0
+
+
+def _check_files(config, mconf) -> None:
+    from ..drivers.demo_disk import default_demo_path
+
     for spec in mconf.blkdevs:                 # (a run makes the default demo disk if missing)
         if not os.path.exists(spec.path) and os.path.abspath(spec.path) != default_demo_path():
             raise CommandError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'})")
@@ -169,43 +183,43 @@ def check(config, mconf, notes: list[str] | None = None) -> int:
         raise CommandError(f"session_file {mconf.session_file}: its folder does not exist")
     if mconf.cow_dir and os.path.exists(mconf.cow_dir) and not os.path.isdir(mconf.cow_dir):
         raise CommandError(f"cow_dir {mconf.cow_dir} is not a folder")
-    name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
-    print(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
-          f"session {mconf.session_file or 'none'}")
-    return 0
 
 
 def describe_mol_config(config, mconf, notes: list[str]) -> None:
     """What molpy will use from a MOL installation, one line a thing (--check)."""
     from ..molrc.disks import disk_meaning
+    from ..molrc.errors import printable
 
     def mark(path: str | None) -> str:
         return "" if path is None or os.path.exists(path) else " (missing)"
 
+    def say(line: str) -> None:                   # (every line may hold words of the files)
+        print(printable(line))
+
     tree = config.mol_tree
-    print(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
-    print(f"files read: {', '.join(config.files)}")
-    print(f"session {mconf.session_id}, boot type {mconf.boot_type}")
-    print(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
+    say(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
+    say(f"files read: {', '.join(config.files)}")
+    say(f"session {mconf.session_id}, boot type {mconf.boot_type}")
+    say(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
     for spec in mconf.blkdevs:
-        print(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
-              f"({spec.key} at {spec.source}){mark(spec.path)}")
+        say(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
+            f"({spec.key} at {spec.source}){mark(spec.path)}")
     if not mconf.blkdevs:
-        print("disks: none")
+        say("disks: none")
     for key in ("of_image", "bootx_image", "rom_image", "elf_image"):    # what MOL would boot
         path = config.get_path(key)
         if path and key == "of_image":
-            print(f"firmware: {path} (of_image){mark(path)}")
+            say(f"firmware: {path} (of_image){mark(path)}")
         elif path:
-            print(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
+            say(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
     for key in ("oftree", "nvram"):
         if getattr(mconf, key):
-            print(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
+            say(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
     if mconf.pseudofiles:
-        print("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
-    print(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
+        say("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
+    say(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
     for n in notes:
-        print(n)
+        say(n)
 
 
 def main(args: argparse.Namespace) -> int:
