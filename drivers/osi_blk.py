@@ -175,6 +175,8 @@ def unit_flags(spec: Any, backend: Any) -> int:
         flags |= INFO_READ_ONLY
     if getattr(spec, "cd", False):
         flags |= INFO_CDROM | INFO_REMOVABLE
+    if getattr(spec, "removable", False):      # -removable, -drvdisk
+        flags |= INFO_REMOVABLE
     if getattr(spec, "boot", False):
         flags |= INFO_BOOT_HINT
     return flags

@@ -54,28 +54,28 @@ class MachineConfig:
     session_readonly: bool = False
     config_checksum: str = ""
     inspect_only: bool = False      # open disks read-only, make no overlays (session verify)
-    # MOL's firmware boot (names agreed between the work areas; filled from MOL's keys)
-    of_image: str | None = None     # firmware ELF booted instead of bootfile (MOL key of_image)
-    oftree: str | None = None       # device tree in MOL's text format (MOL key oftree)
-    nvram: str | None = None        # 8 KiB NVRAM image, written back at exit (MOL key nvram)
-    pseudofiles: list[tuple[str, str]] = field(default_factory=list)  # (name, host path)
-    boot_type: str | None = None    # newworld, osx, oldworld, linux (MOL key boot_type)
-    resources: dict[str, list[list[str]]] = field(default_factory=dict)  # key -> words per definition
+    of_image: str | None = None     # firmware ELF to boot instead of bootfile (MOL key of_image)
+    oftree: str | None = None       # device tree file in MOL's text format (MOL key oftree)
+    nvram: str | None = None        # NVRAM image file (MOL key nvram)
+    pseudofiles: list[tuple[str, str]] = field(default_factory=list)   # (name, host path), MOL's naming
+    boot_type: str | None = None    # MOL's boot_method (by default its boot_type): newworld, osx ...
+    session_id: int | None = None   # MOL's session number (it does not name the session file)
+    resources: dict[str, list[list[str]]] = field(default_factory=dict)  # key -> words of each definition
 
     @classmethod
     def from_config(cls, config) -> "MachineConfig":
-        """Read the keys molpy uses from a :class:`molpy.config.Config`."""
-        from .config import ConfigError
+        """Read the keys molpy uses from a :class:`molpy.config.Config` (errors name FILE:LINE)."""
+        from .molrc import values
 
-        ram = config.get_int("ram_size", 64)
-        if not 1 <= ram <= 2048:
-            raise ConfigError(f"{config.where('ram_size') or config.path}: ram_size {ram} MiB is "
-                              f"out of range (1 to 2048)")
-        return cls(ram_mib=ram, bootfile=config.get("bootfile"), boot_args=config.get("boot_args", "") or "",
-                   cpu=config.get("cpu"), blkdevs=list(config.blkdevs), cow_dir=config.get("cow_dir"),
-                   session_file=config.get("session_file"),
+        return cls(ram_mib=values.ram_mib(config), bootfile=config.get_path("bootfile"),
+                   boot_args=config.get("boot_args", "") or "", cpu=values.cpu_name(config),
+                   blkdevs=list(config.blkdevs), cow_dir=config.get_path("cow_dir"),
+                   session_file=config.get_path("session_file"),
                    session_readonly=config.get_bool("session_readonly", False),
-                   config_checksum=config.checksum())
+                   config_checksum=config.checksum(), of_image=config.get_path("of_image"),
+                   oftree=config.get_path("oftree"), nvram=config.get_path("nvram"),
+                   pseudofiles=values.pseudofiles(config), boot_type=values.boot_method(config),
+                   session_id=values.session_number(config), resources=config.resources)
 
 
 class Machine:

@@ -41,7 +41,8 @@ def not_a_regular_file(path: str, what: str) -> str | None:
 def problems(mconf, *, deep: bool = False) -> list[str]:
     """Every problem a run of ``mconf`` would meet; ``deep`` also reads the files' contents."""
     found: list[str] = []
-    found += bootfile_problems(mconf, deep)
+    found += elf_problems("bootfile", mconf.bootfile, mconf, deep)
+    found += elf_problems("of_image", mconf.of_image, mconf, deep)
     disks = disk_problems(mconf)
     found += disks
     found += cow_dir_problems(mconf)
@@ -49,25 +50,25 @@ def problems(mconf, *, deep: bool = False) -> list[str]:
     return found
 
 
-def bootfile_problems(mconf, deep: bool) -> list[str]:
-    path = mconf.bootfile
+def elf_problems(key: str, path: str | None, mconf, deep: bool) -> list[str]:
+    """The guest (bootfile) or firmware (of_image) ELF a boot would load."""
     if not path:
         return []
     try:
         st = _stat(path)
     except OSError as e:
-        return [f"bootfile {path}: {e.strerror}"]
+        return [f"{key} {path}: {e.strerror}"]
     if st is None:
         # A resumed session does not need it, so only --check says so before the boot does.
-        return [f"bootfile {path} does not exist"] if deep else []
+        return [f"{key} {path} does not exist"] if deep else []
     if not stat.S_ISREG(st.st_mode):
-        return [f"bootfile {path} is {_kind(st.st_mode)}, not a guest ELF file"]
+        return [f"{key} {path} is {_kind(st.st_mode)}, not a guest ELF file"]
     if deep:
         from .boot import BootError, read_elf
         try:
             read_elf(path, mconf.ram_mib << 20)
         except BootError as e:
-            return [f"bootfile {e}"]
+            return [f"{key} {e}"]
     return []
 
 

@@ -52,7 +52,7 @@ def test_config_errors_are_one_line_with_file_and_line(cli, tmp_path):
     r = cli("run", "-f", str(rc))
     assert r.returncode == 2
     assert r.stderr.decode().strip() == f"molpy: error: {rc}:2: blkdev: unknown flag '-bogus' " \
-        "(known: -ro -rw -cow -boot -cd -force -whole)"
+        "(known: -ro -rw -force -cdrom -cd -cdboot -boot -boot1 -whole -removable -drvdisk -ignore -cow)"
     r = cli("run", "-f", str(tmp_path / "missing"))
     assert r.returncode == 2 and b"cannot read" in r.stderr and b"Traceback" not in r.stderr
     r = cli("run", "-s", "novalue")
@@ -63,7 +63,7 @@ def test_unknown_keys_warn_and_run(cli, tmp_path):
     (tmp_path / "molrc").write_text("pci_proxy: yes\nram_size: 8\n")
     r = cli("run", input=b"exit 1\n", cwd=tmp_path)
     assert r.returncode == 1
-    assert b"key 'pci_proxy' is not used by molpy" in r.stderr
+    assert b"molpy: warning: keys molpy does not know (ignored): pci_proxy (molrc:1)" in r.stderr
 
 
 def test_help_and_usage(cli):

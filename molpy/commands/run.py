@@ -27,37 +27,48 @@ def add_parser(sub) -> None:
                    "else the built-in config that runs the demo guest)")
     p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
                    help="set a molrc variable (usable as ${KEY}; also defines KEY); repeatable")
+    p.add_argument("--mol-lib", metavar="LIBDIR",
+                   help="run from a MOL installation: its library tree (the folder holding "
+                        "config/molrc.sys: /usr/share/mol/VERSION, or mollib/ in MOL's source); "
+                        "needs --mol-etc")
+    p.add_argument("--mol-etc", metavar="ETCDIR",
+                   help="the MOL installation's config folder (/etc/mol: session.map, molrc.*); "
+                        "-s session=N picks MOL's session (0-5), as mol -N did")
     p.add_argument("--log", metavar="FILE", help="where the guest's log (OSI LOG_PUTC) goes; "
                    "'-' for stderr (default: molpy.log in molpy's data directory)")
     p.add_argument("--fresh", action="store_true",
                    help="boot the guest even when the molrc's session_file holds a saved session")
     p.add_argument("--check", action="store_true",
-                   help="check the molrc and everything it names (bootfile ELF, disks, cow_dir, "
-                        "session file and its disk markers), list every problem, then exit")
+                   help="check the molrc and everything it names (bootfile or firmware ELF, disks, "
+                        "cow_dir, session file and its disk markers), list what molpy will use and "
+                        "every problem, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
     p.set_defaults(func=main)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    variables = {}
+def parse_sets(items: list[str]) -> list[tuple[str, str]]:
+    """``-s KEY=VALUE`` settings, in the order given (a later one wins, as in MOL)."""
+    variables = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"-s expects KEY=VALUE, got {item!r}")
-        variables[key.strip()] = value
+        variables.append((key.strip(), value))
     return variables
 
 
-def load_machine_config(path: str | None, sets: list[str]):
-    """Config file -> MachineConfig, with every problem as a CommandError."""
+def load_machine_config(path: str | None, sets: list[str], *, mol_lib: str | None = None,
+                        mol_etc: str | None = None, warn=None):
+    """Config file (or MOL installation) -> MachineConfig, with every problem as a CommandError."""
     from ..config import ConfigError, load_config
     from ..machine import MachineConfig
+    from ..molrc.errors import printable
 
     try:
-        config = load_config(path, parse_sets(sets))
+        config = load_config(path, parse_sets(sets), mol_lib=mol_lib, mol_etc=mol_etc, warn=warn)
         return config, MachineConfig.from_config(config)
     except ConfigError as e:
-        raise CommandError(str(e)) from None
+        raise CommandError(printable(str(e))) from None
     except OSError as e:
         raise CommandError(f"{e.filename or path}: {e.strerror}") from None
 
@@ -191,42 +202,91 @@ def save(machine, frontend) -> bool:
     return True
 
 
-def check(config, mconf) -> int:
-    """``--check``: every problem a run would meet, or what a run would use."""
+def check(config, mconf, notes: list[str] | None = None) -> int:
+    """``--check``: what a run would use, and every problem it would meet."""
+    from ..molrc.errors import printable
+
+    if config.mol_tree is not None:
+        describe_mol_config(config, mconf, notes or [])
+    elif notes:
+        print("\n".join(printable(f"note: {n}") for n in notes))
     if report_problems(mconf):
         return EXIT_USAGE
-    print(f"{config.path or 'built-in config'}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
-          f"session {mconf.session_file or 'none'}")
+    name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
+    print(printable(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
+                    f"session {mconf.session_file or 'none'}"))
     return 0
+
+
+def describe_mol_config(config, mconf, notes: list[str]) -> None:
+    """What molpy will use from a MOL installation, one line a thing (--check)."""
+    from ..molrc.disks import disk_meaning
+    from ..molrc.errors import printable
+
+    def mark(path: str | None) -> str:
+        return "" if path is None or os.path.exists(path) else " (missing)"
+
+    def say(line: str) -> None:                   # (every line may hold words of the files)
+        print(printable(line))
+
+    tree = config.mol_tree
+    say(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
+    say(f"files read: {', '.join(config.files)}")
+    say(f"session {mconf.session_id}, boot type {mconf.boot_type}")
+    say(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
+    for spec in mconf.blkdevs:
+        say(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
+            f"({spec.key} at {spec.source}){mark(spec.path)}")
+    if not mconf.blkdevs:
+        say("disks: none")
+    for key in ("of_image", "bootx_image", "rom_image", "elf_image"):    # what MOL would boot
+        path = config.get_path(key)
+        if path and key == "of_image":
+            say(f"firmware: {path} (of_image){mark(path)}")
+        elif path:
+            say(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
+    for key in ("oftree", "nvram"):
+        if getattr(mconf, key):
+            say(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
+    if mconf.pseudofiles:
+        say("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
+    say(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
+    for n in notes:
+        say(n)
 
 
 def report_problems(mconf) -> list[str]:
     """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr."""
     from ..preflight import problems
 
+    from ..molrc.errors import printable
+
     found = problems(mconf, deep=True)
     for problem in found:
-        say(f"molpy: error: {problem}")
+        say(printable(f"molpy: error: {problem}"))
     return found
 
 
 def refuse_problems(mconf) -> None:
     """Before a run opens anything: the first problem, as the run's one-line error."""
+    from ..molrc.errors import printable
     from ..preflight import problems
 
     found = problems(mconf)
     if found:
         more = f" (and {len(found) - 1} more: 'molpy run --check' lists them)" if len(found) > 1 else ""
-        raise CommandError(found[0] + more)
+        raise CommandError(printable(found[0] + more))
 
 
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
     from ..hostsignals import current, deferred
 
-    config, mconf = load_machine_config(args.config, args.set)
+    notes: list[str] = []
+    config, mconf = load_machine_config(args.config, args.set, mol_lib=args.mol_lib, mol_etc=args.mol_etc,
+                                        warn=notes.append if args.check else None)
     if args.check:
-        return check(config, mconf)
+        return check(config, mconf, notes)
     refuse_problems(mconf)
     setup_logging(args.log, args.verbose)
     guard = current()

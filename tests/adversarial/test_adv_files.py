@@ -249,7 +249,9 @@ BAD_LINES = ["ram_size: -5", "ram_size: 99999999999999999999", "ram_size: twelve
              "blkdev: /nonexistent/disk.img -rw", "blkdev: {disk} -bogus", "session_readonly: perhaps",
              "bootfile: /nonexistent/guest.elf", "ram_size: 0x", "include /nonexistent/molrc",
              "\x00\x00", "ram_size 64", "blkdev: {disk} -rw -ro -cd -cow", "cow_dir: {disk}",
-             "session_file: /proc/nope/s.session", "ram_size: 4096", "\xff\xfe binary"]
+             "session_file: /proc/nope/s.session", "ram_size: 4096", "\xff\xfe binary",
+             "include /dev/zero", "include /", "blkdev: {disk} -cwo", "cpu: g5", "ram_size:64",
+             "ifdef ${{x}} {{", "}} else {{", "blkdev: ${{nodisk}} -rw"]
 
 
 def test_mutated_molrc(saved, capsys, tmp_path):
