@@ -116,8 +116,11 @@ class Nvram(Device):
             if (size is None or size < NVRAM_SIZE) and self.writable:
                 # MOL: an image it could not read in full is written back at once
                 log.info("creating nvram image %s", self.path)
-                write_image(self.path, bytes(self.data))
-                self._on_disk = bytes(self.data)
+                try:
+                    write_image(self.path, bytes(self.data))
+                    self._on_disk = bytes(self.data)
+                except NvramError as e:         # MOL went on with a blank NVRAM too
+                    log.warning("%s; the NVRAM starts blank", e)
         self._loaded = bytes(self.data)
 
     def attach(self, machine) -> None:

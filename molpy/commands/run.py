@@ -105,11 +105,11 @@ def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
     unused = []
     where = config.where("ram_size") or ""
     if where and mconf.ram_mib != session_ram_mib:
-        set_by = "-s " if where.startswith("-s ") else ""
+        set_by = "-s " if where == "command line" else ""
         at = "" if set_by else f"{where}; "
         unused.append(f"{set_by}ram_size={mconf.ram_mib} ({at}the session has {session_ram_mib} MiB of RAM)")
     for key in ("bootfile", "boot_args"):
-        if (config.where(key) or "").startswith("-s "):
+        if config.where(key) == "command line":
             unused.append(f"-s {key}={config.get(key)} (the guest is already running)")
     if not unused:
         return None
