@@ -102,8 +102,8 @@ def _commit_row(tmp: str) -> dict:
     if not qemu_img or not qemu_io:
         return {"name": name, "unit": "s", "target": ">= 1.0",
                 "note": "skipped: qemu-img/qemu-io not installed"}
-    from molpy.drivers.block import RawBackend
     from molpy.drivers.cow import CowBackend, Overlay
+    from molpy.drivers.raw import RawBackend
 
     rng = random.Random(7)
     offsets = [rng.randrange(0, DISK_MIB) << 20 for _ in range(COMMIT_EXTENTS)]

@@ -27,7 +27,7 @@ from molpy.emulation.session import Bulk, BulkRef
 from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
                                    u64)
 
-from .block import Identity
+from .block import BlockBackend, Identity, content_digest
 from .device import Device, StateMismatch
 
 log = logging.getLogger("molpy.osi_blk")
@@ -105,7 +105,7 @@ class Unit:
     """One disk as the guest sees it."""
 
     spec: Any
-    backend: Any
+    backend: BlockBackend
     flags: int
     events: int = 0
     dirty: bool = False            # written since the last load_state/reset (cow reset)
@@ -114,10 +114,6 @@ class Unit:
     @property
     def readonly(self) -> bool:
         return bool(self.flags & INFO_READ_ONLY)
-
-    @property
-    def cow(self) -> bool:
-        return bool(getattr(self.spec, "cow", False))
 
 
 @dataclass
@@ -514,10 +510,10 @@ class OsiBlk(Device):
         """The disk-sync marker of one unit (see the class docstring)."""
         ident = u.backend.identity()
         m = {"unit": index, "path": ident.path, "size": ident.size, "inode": ident.inode,
-             "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.cow, "readonly": u.readonly,
+             "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.backend.layered, "readonly": u.readonly,
              "digest": None, "overlay": False, "boot": bool(u.flags & INFO_BOOT_HINT)}
         if digest:
-            m["digest"] = content_digest(u)
+            m["digest"] = content_digest(u.backend.disk())
         return m
 
     def save_state(self) -> bytes:
@@ -525,14 +521,15 @@ class OsiBlk(Device):
         for i, u in enumerate(self.units):
             u.backend.flush()
             m = self.marker(u, i, digest=True)
-            m["overlay"] = bool(u.cow and u.backend.has_data())
+            m["overlay"] = u.backend.changes_length() > 0
             disks.append(m)
         doc = json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
         return _HEAD.pack(STATE_MAGIC, STATE_VERSION, len(doc)) + doc
 
     def save_bulk(self) -> list[Bulk]:
-        return [Bulk(BULK_KIND, i, u.backend.saved_length(), u.backend.save_to)
-                for i, u in enumerate(self.units) if u.cow and u.backend.has_data()]
+        """The changes each layered unit holds (a -cow overlay's), streamed as chunks of their own."""
+        return [Bulk(BULK_KIND, i, u.backend.changes_length(), u.backend.save_changes)
+                for i, u in enumerate(self.units) if u.backend.changes_length()]
 
     def restore_bulk(self, refs: dict[tuple[str, int], BulkRef]) -> None:
         self._bulk = {k: v for k, v in refs.items() if k[0] == BULK_KIND}
@@ -550,7 +547,7 @@ class OsiBlk(Device):
                 problems.append(f"disk {m['path']}: the session holds no overlay contents for it")
         if deep and not problems:
             for m, u in zip(disks, self.units):
-                if m["digest"] and content_digest(u) != m["digest"]:
+                if m["digest"] and content_digest(u.backend.disk()) != m["digest"]:
                     problems.append(f"disk {m['path']}: its contents changed since the session was saved "
                                     f"(same size and date, different data); put the disk back as it "
                                     f"was, or start with --fresh")
@@ -597,7 +594,7 @@ class OsiBlk(Device):
                 problems.append(f"unit {m['unit']}: the session was saved with disk {path} but this config "
                                 f"attaches {now.path} there; attach the same blkdevs, or start with --fresh")
                 continue
-            if m["overlay"] and not u.cow:
+            if m["overlay"] and not (u.backend.layered or getattr(u.spec, "cow", False)):
                 problems.append(f"disk {path}: the session holds the guest's changes to it in a cow "
                                 f"overlay; attach it with -cow to resume, or start with --fresh")
                 continue
@@ -615,12 +612,11 @@ class OsiBlk(Device):
             u.flags = (u.flags & ~INFO_BOOT_HINT) | u.boot_flags
             if not u.dirty:
                 continue
-            if u.cow:
-                saved = self._loaded_overlays.get(i)
-                if saved is not None:
-                    u.backend.load_from(*saved)
-                elif u.backend.has_data():
-                    u.backend.clear()
+            saved = self._loaded_overlays.get(i)
+            if saved is not None:
+                u.backend.load_changes(*saved)
+            else:
+                u.backend.drop_changes()
             u.dirty = False
             u.events = 0
 
@@ -634,25 +630,6 @@ class OsiBlk(Device):
 
 
 # -- helpers --
-
-def content_digest(u: Unit) -> str:
-    """SHA-256 of what the unit's disk holds (for -cow: the base disk), read through the
-    open backend, never by path (the name may point elsewhere by now)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    size = u.backend.size
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    base = getattr(u.backend, "base", u.backend)
-    pos = 0
-    while pos < size:
-        n = min(len(buf), size - pos)
-        base.readinto(pos, view[:n])
-        h.update(view[:n])
-        pos += n
-    return h.hexdigest()
-
 
 def _reader_of_bytes(blob: bytes):
     view = memoryview(blob)
@@ -739,14 +716,12 @@ def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> 
     """Open every blkdev in order; on a failure close the ones already open and re-raise.
 
     ``inspect_only`` (session verify) opens every disk read-only and makes no overlay."""
-    from .block import RawBackend, open_blkdev
-    from .demo_disk import ensure_demo_disk
+    from .disks import open_blkdev
 
     units: list[Unit] = []
     try:
         for spec in specs:
-            ensure_demo_disk(spec.path)
-            backend = RawBackend(spec.path, readonly=True) if inspect_only else open_blkdev(spec, cow_dir)
+            backend = open_blkdev(spec, cow_dir, inspect_only=inspect_only)
             units.append(Unit(spec=spec, backend=backend, flags=unit_flags(spec, backend)))
     except BaseException:
         for u in units:

@@ -18,7 +18,6 @@ it replaces the previous session.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import queue
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
-from ..files import HostFileError, NewFile, crc_range, open_existing, pwrite_all, remove_stale
+from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
 
 MAGIC = b"MOLPYSES"
 VERSION = 3                       # 3: per-chunk state versions and bulk chunks
@@ -146,16 +145,13 @@ class SessionFile:
         """flock the session (exclusive: a resume-once session; shared: read-only), or
         SessionError naming the molpy that holds it."""
         try:
-            fcntl.flock(self.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise SessionError(f"session {self.path}: cannot lock it: {e.strerror}") from None
-            from ..drivers.block import lock_holder
-
-            pid = lock_holder(self.fd)
-            who = f"another molpy (pid {pid})" if pid else "another molpy"
+            lock(self.fd, exclusive)
+        except FileLocked as e:
+            who = f"another molpy (pid {e.pid})" if e.pid else "another molpy"
             raise SessionError(f"session {self.path} is in use by {who}; it resumes in one molpy "
                                f"at a time" + ("" if exclusive else " unless it is read-only in both")) from None
+        except OSError as e:
+            raise SessionError(f"session {self.path}: cannot lock it: {e.strerror}") from None
 
     def mark_used(self) -> None:
         """MOL's behaviour for sessions that are not read-only: they resume once.

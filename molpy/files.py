@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -35,6 +36,42 @@ class HostFileError(OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class FileLocked(OSError):
+    """Another process holds a conflicting flock on the file (``pid`` when /proc/locks says)."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(errno.EWOULDBLOCK, "locked")
+        self.pid = pid
+
+
+def lock(fd: int, exclusive: bool) -> None:
+    """flock the open file without waiting (tied to this open file, not to the process):
+    FileLocked naming the holder when another process has it; OSError for anything else."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise FileLocked(lock_holder(fd)) from None
+        raise
+
+
+def lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file of ``fd``, from /proc/locks (None if unknown)."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" in fields and key in fields:
+                    pid = int(fields[fields.index(key) - 1])
+                    if pid > 0 and pid != os.getpid():
+                        return pid
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def data_dir() -> str:

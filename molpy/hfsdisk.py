@@ -60,7 +60,8 @@ def _check_elf(rom: str) -> None:
 
 def make_boot_disk(path: str, size: int, rom: str | None = None, volume: str = "molpy boot") -> None:
     """Create ``path`` (never over an existing file): map, HFS volume, blessed System Folder."""
-    from .drivers.block import BlockError, create_image
+    from .drivers.block import BlockError
+    from .drivers.raw import create_image
 
     missing = missing_tools()
     if missing:

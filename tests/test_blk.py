@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from blkguest import SECTOR, demo_sum, pattern, run_blk
 from molpy.config import BlkdevSpec
-from molpy.drivers.cow import STATE_COMMITTING, Header, Overlay, overlay_name
+from molpy.drivers.cow import STATE_COMMITTING, Header, Overlay
+from molpy.drivers.overlays import overlay_name
 from molpy.drivers.osi_blk import (E_FAULT, E_INVAL, E_LENGTH, E_NOUNIT, E_RANGE, E_RING, E_ROFS,
                                    E_STOPPED)
 
@@ -112,7 +113,7 @@ def test_random_writes_match_a_model(tmp_path_factory, writes, seed):
     for line, (lba, n) in zip(out[len(writes):], reads):
         assert line.split()[1:] == ["0", demo_sum(bytes(model[lba * SECTOR:(lba + n) * SECTOR]))]
     assert digest(disk) == before
-    from molpy.drivers.cow import commit
+    from molpy.drivers.commit import commit
     commit(str(tmp / "cow" / overlay_name(str(disk))))
     assert disk.read_bytes() == bytes(model)
 
@@ -244,8 +245,8 @@ def test_commit_refuses_a_changed_disk_unless_forced(tmp_path, cli):
 
 def test_commit_killed_at_random_points_then_rerun(tmp_path, cli):
     """SIGKILL anywhere in a commit; running it again gives base + overlay exactly."""
-    from molpy.drivers.block import RawBackend
     from molpy.drivers.cow import CowBackend
+    from molpy.drivers.raw import RawBackend
 
     sectors = 96 << 11                          # 96 MiB disk
     disk = tmp_path / "big.img"

@@ -83,16 +83,16 @@ def _mib(sectors: int) -> str:
 
 def info(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
-    from ..drivers.cow import STATE_COMMITTING, overlay_info
+    from ..drivers.commit import layer_info
 
     try:
-        i = overlay_info(_overlay(args.overlay))
+        i = layer_info(_overlay(args.overlay))
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"overlay:  {i.path}")
     print(f"disk:     {i.base.path} ({i.base.size} bytes)")
     print(f"holds:    {i.sectors} sectors ({_mib(i.sectors)}); {i.file_bytes / (1 << 20):.1f} MiB on the host")
-    if i.state == STATE_COMMITTING:
+    if i.committing:
         print(f"state:    a commit was interrupted at sector {i.progress}; run 'molpy cow commit' again")
     print("disk matches: yes" if i.base_matches else f"disk matches: NO - {i.base_problem}")
     return 0
@@ -102,7 +102,7 @@ def commit(args: argparse.Namespace) -> int:
     import sys
 
     from ..drivers.block import BlockError
-    from ..drivers.cow import commit as do_commit
+    from ..drivers.commit import commit as do_commit
 
     progress = None
     bar = None
@@ -136,7 +136,7 @@ def commit(args: argparse.Namespace) -> int:
 
 def discard(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
-    from ..drivers.cow import discard as do_discard
+    from ..drivers.commit import discard as do_discard
 
     try:
         held, base = do_discard(_overlay(args.overlay))

@@ -47,7 +47,8 @@ def _human(n: int) -> str:
 
 def create(args: argparse.Namespace) -> int:
     from ..config import parse_size
-    from ..drivers.block import BlockError, create_image
+    from ..drivers.block import BlockError
+    from ..drivers.raw import create_image
 
     try:
         size = parse_size(args.size)
@@ -73,7 +74,8 @@ def hfs(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from ..drivers.block import BlockError, RawBackend
+    from ..drivers.block import BlockError
+    from ..drivers.raw import RawBackend
     from ..drivers.demo_disk import read_boot_count
 
     try:

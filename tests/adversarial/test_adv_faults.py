@@ -25,8 +25,10 @@ from kit import demo_rc, resumes, saved_session, sha
 from molpy.config import load_config
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
-from molpy.drivers.block import RawBackend
-from molpy.drivers.cow import CowBackend, Overlay, commit, overlay_name
+from molpy.drivers.commit import commit
+from molpy.drivers.cow import CowBackend, Overlay
+from molpy.drivers.overlays import overlay_name
+from molpy.drivers.raw import RawBackend
 from molpy.machine import Machine, MachineConfig
 
 SECTOR = 512

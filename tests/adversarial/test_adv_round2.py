@@ -34,8 +34,11 @@ from molpy.cli import main as cli_main
 from molpy.config import BlkdevSpec, load_config
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
-from molpy.drivers.block import BlockError, RawBackend, create_image
-from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay, commit, overlay_name
+from molpy.drivers.block import BlockError
+from molpy.drivers.commit import commit
+from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay
+from molpy.drivers.overlays import overlay_name
+from molpy.drivers.raw import RawBackend, create_image
 from molpy.drivers.demo_disk import make_demo_disk
 from molpy.emulation.session import SessionError, open_session, write_session
 from molpy.machine import Machine, MachineConfig, Stop
@@ -707,4 +710,7 @@ def test_a_read_only_session_runs_in_many_processes_at_once(tmp_path):
     assert sha(disk) == base
     overlays = sorted(p.name for p in (tmp_path / "cow").iterdir() if p.name.endswith(".cow"))
     assert len(overlays) == n, overlays
+    # only the save's own overlay went aside: no instance's new overlay was renamed under it
+    prevs = [p.name for p in (tmp_path / "cow").iterdir() if p.name.endswith(".prev")]
+    assert prevs == [overlay_name(str(disk)) + ".prev"], prevs
     tally("one read-only session resumed in 4 processes at once: refused or mixed up", 1)

@@ -293,8 +293,9 @@ def test_signals_during_a_cow_commit(tmp_path):
     """The commit finishes (disk == base + overlay, overlay empty), then status 128+signal."""
     import random
 
-    from molpy.drivers.block import RawBackend
-    from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay, overlay_name
+    from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay
+    from molpy.drivers.overlays import overlay_name
+    from molpy.drivers.raw import RawBackend
 
     disk = tmp_path / "d.img"
     rng = random.Random(31)
