@@ -17,7 +17,6 @@ OSI_TTY_IRQ_ACK = 99
 
 guest_log = logging.getLogger("molpy.guest")
 
-STATE_V2 = b"CON\x02"     # keys, log line, tty line, each with a u32 length (docs/formats.md)
 LOG_LINE_MAX = 4096       # a longer log line is written out in pieces
 TTY_LINE_MAX = 1024       # the end of the guest's current terminal line, redrawn after a resume
 KEYS_MAX = 1 << 20        # keys typed but not read, kept in a session
@@ -27,6 +26,8 @@ class ConsoleDevice(Device):
     """Characters to the front-end; keys from its queue; log lines to the molpy.guest logger."""
 
     kind = "CONS"
+    version = 2          # 2: keys, log line, tty line, each with a u32 length; 1: no tty line
+    min_version = 1
 
     def __init__(self, machine) -> None:
         self.machine = machine
@@ -68,19 +69,27 @@ class ConsoleDevice(Device):
     def save_state(self) -> bytes:
         """Keys typed but not yet read by the guest, the partial log line, the partial tty line."""
         keys = self.machine.frontend.pending_input()[:KEYS_MAX]
-        return b"".join((STATE_V2, *(len(part).to_bytes(4, "big") + part
-                                     for part in (keys, bytes(self._line), bytes(self.tty_line)))))
+        return b"".join(len(part).to_bytes(4, "big") + part
+                        for part in (keys, bytes(self._line), bytes(self.tty_line)))
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         try:
-            parse_state(data)
+            parse_state(data, version)
         except ValueError as e:
             return [str(e)]
         return []
 
-    def load_state(self, data: bytes) -> None:
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        try:
+            keys, _, tty_line = parse_state(data, version)
+        except ValueError as e:
+            return f"(damaged: {e})"
+        return f"{len(keys)} keys waiting" + (f"; the guest's line: {tty_line[-40:]!r}" if tty_line else "")
+
+    def load_state(self, data: bytes, version: int) -> None:
         """Keys saved unread come first; keys typed since (before the resume) follow."""
-        keys, log_line, tty_line = parse_state(data)
+        keys, log_line, tty_line = parse_state(data, version)
         self._saved = (keys, log_line, tty_line)
         frontend = self.machine.frontend
         frontend.restore_input(keys + frontend.pending_input())
@@ -105,14 +114,14 @@ class ConsoleDevice(Device):
             self._line.clear()
 
 
-def parse_state(data: bytes) -> tuple[bytes, bytes, bytes]:
+def parse_state(data: bytes, version: int) -> tuple[bytes, bytes, bytes]:
     """(keys, log line, tty line) from a CONS chunk, every length checked.
 
-    Version 2 starts with STATE_V2; version 1 (no tty line) is a u32 key count, the keys,
-    then the log line. A v1 count can never start with STATE_V2 (it would be over 1 GiB).
+    Version 2: three parts, each a u32 length and its bytes. Version 1 (no tty line): a u32
+    key count, the keys, then the log line.
     """
-    if data[:4] == STATE_V2:
-        parts, pos = [], 4
+    if version >= 2:
+        parts, pos = [], 0
         for limit in (KEYS_MAX, LOG_LINE_MAX, TTY_LINE_MAX):
             if pos + 4 > len(data):
                 raise ValueError("console state is truncated")

@@ -34,17 +34,21 @@ class DeviceError(Exception):
 
 
 class Device:
-    """Base class: a device with no state and no selectors."""
+    """Base class: a device with no state and no selectors.
+
+    State versions follow QEMU's rule: ``save_state`` writes ``version``; a session's
+    chunk records the version it was written with, and ``load_state`` gets it; a device
+    loads every version from ``min_version`` to ``version`` (the session layer refuses
+    others before the device sees them, naming the device and both versions).
+    """
 
     kind: ClassVar[str] = "????"   # four ASCII letters, the session chunk type
+    version: ClassVar[int] = 1     # the state version save_state writes
+    min_version: ClassVar[int] = 1  # the oldest state version this molpy still loads
     instance: int = 0              # tells apart several devices of one kind
 
     def attach(self, machine: "Machine") -> None:
         """Register OSI selectors with ``machine.osi``."""
-
-    def prepare_save(self) -> str | None:
-        """None when a save may go ahead now, else the reason it must wait."""
-        return None
 
     def save_state(self) -> bytes:
         """The device's state as bytes; stored opaque in the session."""
@@ -59,25 +63,61 @@ class Device:
         """Where this device's bulk chunks lie in the session file (called before
         ``load_state``; the file stays open while the machine lives)."""
 
-    def load_state(self, data: bytes) -> None:
-        """Rebuild the device's state from ``save_state``'s bytes (session resume).
+    def load_state(self, data: bytes, version: int) -> None:
+        """Rebuild the device's state from ``save_state``'s bytes of ``version`` (resume).
 
         The bytes come from a file that may have been crafted: check every field and
         raise ValueError (or StateMismatch) rather than use a value out of range.
         """
+        if data:
+            raise ValueError(f"{self.kind} has no state, but the session holds {len(data)} bytes for it")
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
-        """Problems that would stop ``load_state(data)`` from working (``session verify``).
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        """Problems that would stop ``load_state(data, version)`` from working (``session verify``).
 
         ``deep`` asks for the expensive checks (full content digests of disks).
         """
-        return []
+        return [f"{self.kind} has no state, but the session holds {len(data)} bytes for it"] if data else []
+
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        """One line about a saved state for ``molpy session info`` ('' when there is nothing to say)."""
+        return ""
 
     def reset(self) -> None:
         """Go back to the state last loaded (Machine.reset)."""
 
     def close(self) -> None:
         """Release files and locks."""
+
+
+def check_version(kind: str, cls: type[Device] | None, version: int) -> str:
+    """Why a chunk of ``version`` cannot be loaded ('' when it can). Format-2 session files
+    had no versions (0): every device wrote its version 1 then."""
+    if cls is None:
+        return f"the session holds state for a device {kind!r} this molpy does not have"
+    version = version or 1
+    if not cls.min_version <= version <= cls.version:
+        return (f"device {kind}: saved state version {version} is not supported (this molpy loads "
+                f"versions {cls.min_version} to {cls.version})")
+    return ""
+
+
+def device_classes() -> dict[str, type[Device]]:
+    """Every device kind the modules of this package define (for reading sessions
+    without a machine: ``molpy session info``)."""
+    import molpy.drivers as package
+
+    found: dict[str, type[Device]] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "device":
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Device) and value.kind != "????" \
+                    and value.__module__ == module.__name__:
+                found[value.kind] = value
+    return found
 
 
 def create_devices(machine: "Machine") -> list[Device]:

@@ -46,7 +46,6 @@ PROM_FIND_DEVICE = 17
 
 MAX_SET_PROP = 0x1000          # MOL refuses a longer set-prop ("limit exceeded")
 MAX_STRING = 4096              # names and paths must end within this many bytes
-STATE_VERSION = 1
 
 # MOL's CPU node resources (molcpu.c's table), by the start of Unicorn's model name
 CPU_NODE_RESOURCES = (("601", "ppc601_cpu"), ("603", "ppc603_cpu"), ("604", "ppc604_cpu"),
@@ -280,29 +279,36 @@ class DevTree(Device):
     # -- session --
 
     def save_state(self) -> bytes:
-        body = b"" if self.tree is None else self.tree.to_json()
-        return STATE_VERSION.to_bytes(2, "big") + body
+        """The whole tree as JSON (phandles included), or nothing once the guest closed it."""
+        return b"" if self.tree is None else self.tree.to_json()
 
-    def _parse_state(self, data: bytes) -> DeviceTree | None:
-        if len(data) < 2 or int.from_bytes(data[:2], "big") != STATE_VERSION:
-            raise ValueError("device tree state has an unknown version")
-        if len(data) == 2:
+    @staticmethod
+    def _parse_state(data: bytes) -> DeviceTree | None:
+        if not data:
             return None
         try:
-            return DeviceTree.from_json(data[2:])
+            return DeviceTree.from_json(data)
         except TreeError as e:
             raise ValueError(str(e)) from None
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         try:
             self._parse_state(data)
         except ValueError as e:
             return [str(e)]
         return []
 
-    def load_state(self, data: bytes) -> None:
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        try:
+            tree = cls._parse_state(data)
+        except ValueError as e:
+            return f"(damaged: {e})"
+        return "closed by the guest" if tree is None else f"{len(tree.allnext)} nodes"
+
+    def load_state(self, data: bytes, version: int) -> None:
         self._set_tree(self._parse_state(data))
-        self._loaded = data[2:]
+        self._loaded = bytes(data)
 
     def _set_tree(self, tree: DeviceTree | None) -> None:
         self.tree = tree

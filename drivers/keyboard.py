@@ -31,7 +31,6 @@ RING_SLOTS = 16                 # MOL's KEY_BUF_SIZE; one slot stays free
 RELEASE = 0x80
 ADB_SHIFT = 0x38
 ADB_CONTROL = 0x36
-STATE_VERSION = 1
 
 _PLAIN = {
     "a": 0x00, "s": 0x01, "d": 0x02, "f": 0x03, "h": 0x04, "g": 0x05, "z": 0x06, "x": 0x07,
@@ -104,27 +103,32 @@ class Keyboard(Device):
         return (self.queue.pop(0), 0)
 
     def save_state(self) -> bytes:
+        """active, saved (2: none), queue length, then the queued events."""
         saved = 2 if self.saved is None else int(self.saved)
-        return bytes([STATE_VERSION, int(self.active), saved, len(self.queue)]) + bytes(self.queue)
+        return bytes([int(self.active), saved, len(self.queue)]) + bytes(self.queue)
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
-        if len(data) < 4 or data[0] != STATE_VERSION or data[1] > 1 or data[2] > 2:
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        if len(data) < 3 or data[0] > 1 or data[1] > 2:
             return ["keyboard state is damaged"]
-        if len(data) != 4 + data[3] or data[3] >= RING_SLOTS:
+        if len(data) != 3 + data[2] or data[2] >= RING_SLOTS:
             return ["keyboard state has a bad queue length"]
         return []
 
-    def load_state(self, data: bytes) -> None:
-        problems = self.verify_state(data)
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        return f"{data[2]} key events queued" if len(data) >= 3 else "(damaged)"
+
+    def load_state(self, data: bytes, version: int) -> None:
+        problems = self.verify_state(data, version)
         if problems:
             raise ValueError(problems[0])
-        self.active = bool(data[1])
-        self.saved = None if data[2] == 2 else bool(data[2])
-        self.queue = list(data[4:])
+        self.active = bool(data[0])
+        self.saved = None if data[1] == 2 else bool(data[1])
+        self.queue = list(data[3:])
         self._loaded = bytes(data)
 
     def reset(self) -> None:
-        self.load_state(self._loaded)
+        self.load_state(self._loaded, self.version)
 
 
 def create(machine) -> Keyboard:

@@ -143,11 +143,15 @@ class Nvram(Device):
     def save_state(self) -> bytes:
         return bytes(self.data)
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         return [] if len(data) == NVRAM_SIZE else [f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}"]
 
-    def load_state(self, data: bytes) -> None:
-        problems = self.verify_state(data)
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        return f"{len(data)} bytes, {NVRAM_SIZE - data.count(0)} of them non-zero"
+
+    def load_state(self, data: bytes, version: int) -> None:
+        problems = self.verify_state(data, version)
         if problems:
             raise ValueError(problems[0])
         self.data[:] = data

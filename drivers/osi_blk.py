@@ -91,10 +91,9 @@ OP_NONE = 0              # no request since CNTRL start: data entries are counte
 OP_DUMMY = 3             # a control request: its data entries are consumed without I/O
 OPS = (OP_NONE, REQ_READ, REQ_WRITE, OP_DUMMY)
 
-STATE_MAGIC = b"MPBK"
-STATE_VERSION = 2        # 2: overlays in bulk chunks; 1 (read too): overlays inline
-BULK_KIND = "COWD"       # a -cow unit's overlay contents; instance = unit number
-_HEAD = struct.Struct(">4sHI")
+LEGACY_MAGIC = b"MPBK"    # version 1: "MPBK" | u16 1 | u32 n | JSON | overlays inline
+BULK_KIND = "COWD"       # a layered unit's changes (a -cow overlay's); instance = unit number
+_LEGACY_HEAD = struct.Struct(">4sHI")
 _DESC = struct.Struct(">IIII")
 _TWO = struct.Struct(">II")
 _ONE = struct.Struct(">I")
@@ -107,7 +106,6 @@ class Unit:
     spec: Any
     backend: BlockBackend
     flags: int
-    events: int = 0
     dirty: bool = False            # written since the last load_state/reset (cow reset)
     boot_flags: int = 0            # the flags as configured (BLESS_DISK moves the boot hint)
 
@@ -126,11 +124,9 @@ class RingState:
     head: int = 0                  # slot of the last descriptor taken (MOL's req_head)
     completed: int = 0             # descriptors completed since CNTRL start (IRQ_ACK r4)
     irq: bool = False              # the (virtual) interrupt line
-    event: bool = False
     cur_unit: int = -1             # the request the next data entries belong to
     cur_op: int = OP_NONE
     cur_pos: int = 0               # byte offset on the disk of the next data entry
-    last_error: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -140,7 +136,7 @@ class RingState:
         """The ring registers from a saved record, every field checked against this machine:
         a crafted session must not aim the engine outside RAM or outside a disk."""
         keys = tuple(cls().__dict__)
-        d = record(d, "osi_blk ring", tuple(k for k in keys if k != "event"), optional=("event",))
+        d = record(d, "osi_blk ring", keys, optional=("event", "last_error"))   # (two retired fields)
         n_el = integer(d["n_el"], "ring n_el", 0, MAX_RING_EL)
         if n_el & (n_el - 1):
             raise StateError("ring n_el: not a power of two")
@@ -158,10 +154,9 @@ class RingState:
         return cls(base=base, n_el=n_el, running=running,
                    head=integer(d["head"], "ring head", 0, max(n_el - 1, 0)),
                    completed=u32(d["completed"], "ring completed"),
-                   irq=boolean(d["irq"], "ring irq"), event=boolean(d.get("event", False), "ring event"),
+                   irq=boolean(d["irq"], "ring irq"),
                    cur_unit=cur_unit, cur_op=cur_op,
-                   cur_pos=integer(d["cur_pos"], "ring cur_pos", 0, limit),
-                   last_error=integer(d["last_error"], "ring last_error", -100, 0))
+                   cur_pos=integer(d["cur_pos"], "ring cur_pos", 0, limit))
 
 
 def unit_flags(spec: Any, backend: Any) -> int:
@@ -181,20 +176,19 @@ def unit_flags(spec: Any, backend: Any) -> int:
 class OsiBlk(Device):
     """The ablk channel 0 and its units, in blkdev order.
 
-    Session state (``save_state``), version 2, big-endian::
-
-        "MPBK" | u16 version | u32 n | n bytes of UTF-8 JSON
-
-    JSON: ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
+    Session state (``save_state``), version 2: UTF-8 JSON,
+    ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
     unit: ``unit, path, size, inode, mtime_ns, dev`` (the disk's identity; for ``-cow``
     the base disk's), ``cow``, ``readonly``, ``digest`` (SHA-256 of the disk's contents
     at save time, checked by ``session verify --deep``) and ``overlay`` (true when the
-    unit's cow overlay held data: its contents are the bulk chunk ``COWD``/unit).
-    Version 1 (still read) had ``overlay`` as a byte length and the contents inline
-    after the JSON.
+    unit held changes: they are the bulk chunk ``COWD``/unit), ``boot`` (it holds the
+    boot hint). Version 1 (still read) was ``"MPBK" | u16 1 | u32 n | JSON`` with
+    ``overlay`` a byte length and the overlay contents inline after the JSON.
     """
 
     kind = "ABLK"
+    version = 2
+    min_version = 1
 
     def __init__(self, machine, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
         self.machine = machine
@@ -339,7 +333,7 @@ class OsiBlk(Device):
                     return E_INVAL
                 # slot 0 counts as already taken; the guest's first request goes in slot 1
                 r.head, r.completed, r.running = 0, 0, True
-                r.cur_unit, r.cur_op, r.cur_pos, r.last_error = -1, OP_NONE, 0, 0
+                r.cur_unit, r.cur_op, r.cur_pos = -1, OP_NONE, 0
                 self.machine.memory.write_u32(r.base, REQ_NOP)
                 self.machine.cpu.code_changed(r.base, r.base + 4)
         elif cmd in (CNTRL_RESET, CNTRL_STOP):
@@ -351,7 +345,7 @@ class OsiBlk(Device):
         elif cmd == CNTRL_GET_EVENTS:
             if param >= len(self.units):
                 return E_NOUNIT
-            ret, self.units[param].events = self.units[param].events, 0
+            ret = 0                    # molpy's disks never change media: no events (documented)
         else:
             # MOL: an unknown command is refused and also resets the engine
             r.completed = 0
@@ -372,20 +366,18 @@ class OsiBlk(Device):
 
     def irq_ack(self, channel: int) -> int | tuple[int, ...]:
         """0 when the line was low (r4.. untouched, as MOL); else r3 = 1, r4 = completed,
-        r5 = active (always 0: requests finish inside KICK), r6 = event."""
+        r5 = active (always 0: requests finish inside KICK), r6 = event (always 0: no media changes)."""
         if channel:
             return E_INVAL
         r = self.ring
         if not r.irq:
             return 0
         r.irq = False
-        event = int(r.event)
-        r.event = False
         # as MOL: restart the engine when the guest queued more work without a kick
         if r.running and self._slot(r.head)[1]:
             self._process()
             r.irq = False
-        return (1, r.completed & 0xFFFFFFFF, 0, event)
+        return (1, r.completed & 0xFFFFFFFF, 0, 0)
 
     def _slot(self, index: int) -> tuple[int, int]:
         return _TWO.unpack_from(self.machine.memory.view, self.ring.base + index * DESC_SIZE)
@@ -499,7 +491,6 @@ class OsiBlk(Device):
         r = self.ring
         r.running = False
         r.irq = True
-        r.last_error = err
         self._warn_once(f"ring:{err}", "osi_blk: ring stopped: %s%s", ERROR_NAMES.get(err, err),
                         f" ({why})" if why else "")
         return err
@@ -523,8 +514,7 @@ class OsiBlk(Device):
             m = self.marker(u, i, digest=True)
             m["overlay"] = u.backend.changes_length() > 0
             disks.append(m)
-        doc = json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
-        return _HEAD.pack(STATE_MAGIC, STATE_VERSION, len(doc)) + doc
+        return json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
 
     def save_bulk(self) -> list[Bulk]:
         """The changes each layered unit holds (a -cow overlay's), streamed as chunks of their own."""
@@ -534,9 +524,18 @@ class OsiBlk(Device):
     def restore_bulk(self, refs: dict[tuple[str, int], BulkRef]) -> None:
         self._bulk = {k: v for k, v in refs.items() if k[0] == BULK_KIND}
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
         try:
-            ring, disks, inline = _parse_state(data)
+            ring, disks, _ = _parse_state(data, version)
+        except StateError as e:
+            return f"(damaged: {e})"
+        parts = [f"{m['path']}{' (holds changes)' if m['overlay'] else ''}" for m in disks]
+        return "disks: " + (", ".join(parts) or "none") + ("; ring running" if ring.get("running") is True else "")
+
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        try:
+            ring, disks, inline = _parse_state(data, version)
             RingState.from_dict(ring, self.machine.memory.size, [u.backend.size for u in self.units]
                                 if len(disks) == len(self.units) else [m["size"] for m in disks])
         except (ValueError, StateError) as e:
@@ -553,8 +552,8 @@ class OsiBlk(Device):
                                     f"was, or start with --fresh")
         return problems
 
-    def load_state(self, data: bytes) -> None:
-        ring, disks, inline = _parse_state(data)
+    def load_state(self, data: bytes, version: int) -> None:
+        ring, disks, inline = _parse_state(data, version)
         problems = self._disk_problems(disks)
         if problems:
             raise StateMismatch(problems[0])
@@ -618,7 +617,6 @@ class OsiBlk(Device):
             else:
                 u.backend.drop_changes()
             u.dirty = False
-            u.events = 0
 
     def close(self) -> None:
         units, self.units = self.units, []
@@ -678,26 +676,26 @@ def _marker(m: Any, i: int, version: int) -> dict:
 MAX_DISKS = 64
 
 
-def _parse_state(data: bytes) -> tuple[Any, list[dict], dict[int, bytes] | None]:
-    """Split ``save_state`` bytes: (ring record, markers, version-1 inline overlays or None).
+def _parse_state(data: bytes, version: int) -> tuple[Any, list[dict], dict[int, bytes] | None]:
+    """Split saved state: (ring record, markers, version-1 inline overlays or None).
 
-    ValueError (StateError) naming the field when they are damaged or crafted."""
-    if len(data) < _HEAD.size:
-        raise StateError("osi_blk state is truncated")
-    magic, version, n = _HEAD.unpack_from(data)
-    if magic != STATE_MAGIC or version not in (1, STATE_VERSION):
-        raise StateError(f"osi_blk state has an unknown format ({magic!r} version {version}; this molpy "
-                         f"reads versions 1 and {STATE_VERSION})")
-    if _HEAD.size + n > len(data) or (version == STATE_VERSION and _HEAD.size + n != len(data)):
-        raise StateError("osi_blk state is truncated or has trailing bytes")
-    doc = record(loads(data[_HEAD.size:_HEAD.size + n], "osi_blk state"), "osi_blk state", ("ring", "disks"))
+    StateError (a ValueError) naming the field when it is damaged or crafted."""
+    if version >= 2:
+        doc, inline = loads(data, "osi_blk state"), None
+    else:
+        if len(data) < _LEGACY_HEAD.size:
+            raise StateError("osi_blk state is truncated")
+        magic, legacy, n = _LEGACY_HEAD.unpack_from(data)
+        if magic != LEGACY_MAGIC or legacy != 1 or _LEGACY_HEAD.size + n > len(data):
+            raise StateError("osi_blk state (version 1) is damaged")
+        doc, inline = loads(data[_LEGACY_HEAD.size:_LEGACY_HEAD.size + n], "osi_blk state"), {}
+    doc = record(doc, "osi_blk state", ("ring", "disks"))
     if type(doc["disks"]) is not list or len(doc["disks"]) > MAX_DISKS:
-        raise StateError("osi_blk state: disks is not a list of at most 64 markers")
+        raise StateError(f"osi_blk state: disks is not a list of at most {MAX_DISKS} markers")
     disks = [_marker(m, i, version) for i, m in enumerate(doc["disks"])]
-    if version == STATE_VERSION:
+    if inline is None:
         return doc["ring"], disks, None
-    pos = _HEAD.size + n
-    inline: dict[int, bytes] = {}
+    pos = _LEGACY_HEAD.size + n
     for m in disks:
         size = m["overlay"]
         m["overlay"] = size is not None

@@ -328,7 +328,7 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     versions = versions or {}
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale(folder, os.path.basename(path))
-    small = [(CPU_KIND, 0, 1, json.dumps(cpu, separators=(",", ":")).encode())]
+    small = [(CPU_KIND, 0, versions.get(("CPU ", 0), 1), json.dumps(cpu, separators=(",", ":")).encode())]
     for kind, instance, data in devices:
         small.append((_kind_bytes(kind), instance, versions.get((kind, instance), 1), bytes(data)))
     for kind, instance, _, data in small:

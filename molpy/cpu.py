@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from unicorn import UC_ARCH_PPC, UC_HOOK_INTR, UC_MODE_BIG_ENDIAN, UC_MODE_PPC32, UC_PROT_ALL, UC_PROT_NONE, Uc, UcError
 from unicorn import ppc_const as P
@@ -79,7 +80,13 @@ def cpu_model(name: str | None) -> int:
 
 @dataclass
 class CpuState:
-    """Every architected register molpy saves: the unit of save/restore for sessions."""
+    """Every architected register molpy saves: the unit of save/restore for sessions.
+
+    Saved as the session's ``CPU `` chunk, state version ``VERSION`` (loads MIN_VERSION up).
+    """
+
+    VERSION: ClassVar[int] = 1
+    MIN_VERSION: ClassVar[int] = 1
 
     gpr: list[int] = field(default_factory=lambda: [0] * 32)
     fpr: list[int] = field(default_factory=lambda: [0] * 32)   # IEEE-754 bit patterns

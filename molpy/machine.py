@@ -216,17 +216,15 @@ class Machine:
         if self.config.session_readonly and os.path.abspath(path) == os.path.abspath(
                 self.config.session_file or ""):
             raise SessionError(f"session {path} is read-only (session_readonly: yes); not saved")
-        for dev in self.devices:
-            reason = dev.prepare_save()
-            if reason:
-                raise SessionError(f"cannot save now: {reason}")
         self.frontend.flush()
         devices, bulks = [], []
         for dev in self.devices:
             devices.append((dev.kind, dev.instance, dev.save_state()))
             bulks += dev.save_bulk()
         return write_session(path, self.memory.view, self.cpu.get_state().as_dict(), devices,
-                             self.config.config_checksum, bulks)
+                             self.config.config_checksum, bulks,
+                             {("CPU ", 0): CpuState.VERSION,
+                              **{(dev.kind, dev.instance): dev.version for dev in self.devices}})
 
     @classmethod
     def from_session(cls, path: str, config: MachineConfig | None = None,
@@ -253,13 +251,17 @@ class Machine:
                                    f"it resumes only once")
             # the session is the machine: its RAM size wins over ram_size
             config = dataclasses.replace(config, ram_mib=session.ram_size >> 20)
+            cpu_version = session.versions().get(("CPU ", 0), 0) or 1
+            if not CpuState.MIN_VERSION <= cpu_version <= CpuState.VERSION:
+                raise SessionError(f"session {path}: the CPU state version {cpu_version} is not supported "
+                                   f"(this molpy loads versions {CpuState.MIN_VERSION} to {CpuState.VERSION})")
             state = CpuState.from_dict(session.cpu_dict())
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
             machine = cls(config, frontend, memory=memory)
             bulk = session.bulk_chunks()
             for dev in machine.devices:
                 dev.restore_bulk(bulk)
-            machine.load_saved(state, session.device_chunks(), path)
+            machine.load_saved(state, session.device_chunks(), path, session.versions())
             if not readonly:
                 session.mark_used()
             memory.guard_file(session.fd)
@@ -276,16 +278,26 @@ class Machine:
             session.close()
             raise
 
-    def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str) -> None:
-        """Put the CPU and every device in their saved state (and remember it for reset)."""
+    def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str,
+                   versions: dict[tuple[str, int], int] | None = None) -> None:
+        """Put the CPU and every device in their saved state (and remember it for reset).
+
+        A device's chunk is loaded only in a version the device declares it can load
+        (QEMU's rule: from its ``min_version`` up to its ``version``)."""
+        from .drivers.device import check_version
         from .emulation.session import SessionError
 
+        versions = versions or {}
         missing = [f"{d.kind}/{d.instance}" for d in self.devices if (d.kind, d.instance) not in chunks]
         if missing:
             raise SessionError(f"session {where} has no state for device {', '.join(missing)}")
+        for dev in self.devices:
+            problem = check_version(dev.kind, type(dev), versions.get((dev.kind, dev.instance), 0))
+            if problem:
+                raise SessionError(f"session {where}: {problem}")
         self.cpu.set_state(state)
         for dev in self.devices:
-            dev.load_state(chunks[(dev.kind, dev.instance)])
+            dev.load_state(chunks[(dev.kind, dev.instance)], versions.get((dev.kind, dev.instance), 0) or 1)
         self._saved_state = state
         # In-process, Unicorn's own CPU context (every SPR included) restores in microseconds;
         # it cannot go into a file (it holds pointers), which is why the session stores CpuState.

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from molpy.console import BufferConsole
-from molpy.drivers.console import KEYS_MAX, LOG_LINE_MAX, STATE_V2, TTY_LINE_MAX, ConsoleDevice, parse_state
+from molpy.drivers.console import KEYS_MAX, LOG_LINE_MAX, TTY_LINE_MAX, ConsoleDevice, parse_state
 from molpy.machine import Machine, Stop
 
 
@@ -23,7 +23,7 @@ def test_the_current_line_survives_save_and_resume():
     m = Machine(frontend=BufferConsole())
     try:
         cons = next(d for d in m.devices if d.kind == "CONS")
-        cons.load_state(state)
+        cons.load_state(state, cons.version)
         cons.redraw()
         assert bytes(m.frontend.output) == b"molpy> ech"
     finally:
@@ -32,24 +32,23 @@ def test_the_current_line_survives_save_and_resume():
 
 def test_version_1_states_still_load():
     keys, log = b"ab\n", b"partial log"
-    assert parse_state(len(keys).to_bytes(4, "big") + keys + log) == (keys, log, b"")
+    assert parse_state(len(keys).to_bytes(4, "big") + keys + log, 1) == (keys, log, b"")
 
 
 @settings(max_examples=300)
 @given(st.binary(max_size=64), st.binary(max_size=64), st.binary(max_size=64))
 def test_round_trip(keys, log, tty):
-    data = STATE_V2 + b"".join(len(p).to_bytes(4, "big") + p for p in (keys, log, tty))
-    assert parse_state(data) == (keys, log, tty)
+    data = b"".join(len(p).to_bytes(4, "big") + p for p in (keys, log, tty))
+    assert parse_state(data, 2) == (keys, log, tty)
 
 
 @settings(max_examples=500)
 @given(st.one_of(st.binary(max_size=80),
-                 st.builds(lambda body: STATE_V2 + body, st.binary(max_size=80)),
-                 st.builds(lambda n, body: STATE_V2 + n.to_bytes(4, "big") + body,
-                           st.integers(0, 2**32 - 1), st.binary(max_size=40))))
-def test_crafted_states_are_refused_or_bounded(data):
+                 st.builds(lambda n, body: n.to_bytes(4, "big") + body,
+                           st.integers(0, 2**32 - 1), st.binary(max_size=40))), st.sampled_from([1, 2]))
+def test_crafted_states_are_refused_or_bounded(data, version):
     try:
-        keys, log, tty = parse_state(data)
+        keys, log, tty = parse_state(data, version)
     except ValueError:
         return
     assert len(keys) <= KEYS_MAX and len(log) <= LOG_LINE_MAX and len(tty) <= TTY_LINE_MAX

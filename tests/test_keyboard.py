@@ -50,9 +50,9 @@ def test_queue_state_in_a_session():
     kb.cntrl(1)
     assert kb.get_key() == (0x00, 0)
     state = kb.save_state()
-    assert kb.verify_state(state) == []
+    assert kb.verify_state(state, 1) == []
     kb.get_key()
-    kb.load_state(state)
+    kb.load_state(state, 1)
     assert kb.get_key() == (0x80, 0) and kb.active
-    assert kb.verify_state(b"\x01\x05\x00\x00") and kb.verify_state(state + b"x")
+    assert kb.verify_state(b"\x05\x00\x00", 1) and kb.verify_state(state + b"x", 1)
     m.close()

@@ -62,26 +62,20 @@ def info(args: argparse.Namespace) -> int:
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
         print(f"RAM:      {s.ram_size >> 20} MiB")
         print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
+        from ..drivers.device import check_version, device_classes
+
+        classes, versions = device_classes(), s.versions()
         for (kind, instance), data in sorted(s.device_chunks().items()):
-            extra = ""
-            if kind == "ABLK":
-                extra = "  " + _disks(data)
-            print(f"device:   {kind}/{instance}: {len(data)} bytes{extra}")
+            version = versions.get((kind, instance), 0)
+            cls = classes.get(kind)
+            about = check_version(kind, cls, version) or cls.describe(data, version or 1)
+            print(f"device:   {kind}/{instance} (state version {version or 1}): {len(data)} bytes"
+                  + (f"; {about}" if about else ""))
+        for (kind, instance), ref in sorted(s.bulk_chunks().items()):
+            print(f"data:     {kind}/{instance}: {ref.length} bytes (streamed)")
     finally:
         s.close()
     return 0
-
-
-def _disks(data: bytes) -> str:
-    from ..drivers.osi_blk import _parse_state
-
-    try:
-        _, disks, _ = _parse_state(data)
-        parts = [f"{m['path']}{' (overlay ' + str(m['overlay']) + ' bytes)' if m['overlay'] else ''}"
-                 for m in disks]
-    except (ValueError, KeyError, TypeError) as e:
-        return f"(damaged: {e!r})"
-    return "disks: " + (", ".join(parts) or "none")
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -130,8 +124,11 @@ def against_disks(s, mconf, *, deep: bool) -> list[str]:
         machine = Machine(mconf)
     except BlockError as e:
         raise CommandError(str(e)) from None
+    from ..drivers.device import check_version
+
     problems = []
     bulk = s.bulk_chunks()
+    versions = s.versions()
     try:
         for dev in machine.devices:
             dev.restore_bulk(bulk)
@@ -139,7 +136,9 @@ def against_disks(s, mconf, *, deep: bool) -> list[str]:
             if data is None:
                 problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
                 continue
-            problems += dev.verify_state(data, deep=deep)
+            version = versions.get((dev.kind, dev.instance), 0)
+            problem = check_version(dev.kind, type(dev), version)
+            problems += [problem] if problem else dev.verify_state(data, version or 1, deep=deep)
     finally:
         machine.close()
     return problems

@@ -249,14 +249,11 @@ def saved(tmp_path_factory):
 
 
 def ablk_state(good: bytes) -> dict:
-    raw = chunk_of(good, b"ABLK")
-    n = struct.unpack_from(">I", raw, 6)[0]
-    return json.loads(raw[10:10 + n])
+    return json.loads(chunk_of(good, b"ABLK"))
 
 
 def ablk_bytes(doc: dict | str) -> bytes:
-    text = (doc if isinstance(doc, str) else json.dumps(doc)).encode()
-    return b"MPBK" + struct.pack(">HI", 2, len(text)) + text
+    return (doc if isinstance(doc, str) else json.dumps(doc)).encode()
 
 
 def crafted_sessions(good: bytes):
