@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import struct
 
+from .block import SECTOR
+
 DEMO_DISK_NAME = "demo.img"
 DEMO_DISK_SIZE = 32 << 20
-SECTOR = 512
 BOOT_SECTOR = 1
 BOOT_MAGIC = b"MOLPYBOOT"
 COUNT_OFFSET = 12

@@ -27,12 +27,10 @@ from molpy.emulation.session import Bulk, BulkRef
 from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
                                    u64)
 
-from .block import BlockBackend, Identity, content_digest
+from .block import SECTOR, BlockBackend, Identity, content_digest
 from .device import Device, StateMismatch
 
 log = logging.getLogger("molpy.osi_blk")
-
-SECTOR = 512
 
 OSI_ABLK_RING_SETUP = 79
 OSI_ABLK_CNTRL = 80

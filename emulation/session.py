@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
+from .memory import MAX_RAM_MIB
 from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
 
 MAGIC = b"MOLPYSES"
@@ -42,7 +43,7 @@ _ENTRY = struct.Struct(">4sIQQII")
 ENTRY_BULK = 1 << 16              # entry's last word: version (low 16 bits) | flags
 MAX_CHUNKS = 1024
 MAX_SMALL_CHUNK = 16 << 20        # CPU and device state: read into memory at open
-MAX_RAM = 2048 << 20
+MAX_RAM = MAX_RAM_MIB << 20
 CPU_KIND = b"CPU "
 RAM_KIND = b"RAM "
 

@@ -12,8 +12,7 @@ from . import __version__
 
 COMMANDS = ("run", "cow", "img", "session")   # modules of molpy.commands, each with add_parser() and main()
 
-EXIT_USAGE = 2
-EXIT_BROKEN_PIPE = 128 + 13    # what a shell reports for a command whose reader went away (SIGPIPE)
+from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
 
 
 class CommandError(Exception):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import signal
 
+from .status import SIGNAL_BASE
+
 FATAL = (signal.SIGBUS, signal.SIGSEGV, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 TERMIOS_BYTES = 256             # more than any libc's struct termios (glibc: 60)
 SA_NODEFER = 0x40000000
@@ -76,7 +78,7 @@ class _Net:
             self.tcsetattr(self.tty_fd, TCSANOW, self.termios)
         line = self.lines.get(signum, b"molpy: fatal error; stopped\n")
         self.write(2, line, len(line))
-        self.exit(128 + signum)
+        self.exit(SIGNAL_BASE + signum)
 
     def install(self) -> None:
         action = _Sigaction()

@@ -20,7 +20,7 @@ import os
 import signal
 from typing import Iterator
 
-SIGNAL_BASE = 128      # exit status for a signal: 128 + its number (130 SIGINT, 143 SIGTERM)
+from .status import SIGNAL_BASE
 
 # Signals whose default action ends the process and that arrive from outside.
 # SIGPIPE and SIGXFSZ stay ignored (Python's choice: the write fails with EPIPE/EFBIG

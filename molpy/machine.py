@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from unicorn import UC_PROT_ALL, UcError
 from unicorn import unicorn_const as UC
@@ -329,7 +328,3 @@ class Machine:
             self._session.close()
             self._session = None
 
-
-def bundled(name: str) -> Path:
-    """Path of a bundled test guest (used by tests and benchmarks)."""
-    return boot.bundled_guest(name)

@@ -10,10 +10,9 @@ import os
 import sys
 import time
 
+from ..status import FAULT as FAULT_EXIT_STATUS, INTERRUPT as EXIT_INTERRUPT
 from ..cli import EXIT_BROKEN_PIPE, EXIT_USAGE, CommandError, say
 
-EXIT_FAULT = 3
-EXIT_INTERRUPT = 130
 EXIT_OUTPUT = EXIT_USAGE     # the guest's output cannot be written (/dev/full, ...)
 
 
@@ -341,7 +340,7 @@ def outcome(stop, machine, frontend, signum: int | None) -> int:
     if stop is Stop.EXIT:
         return machine.exit_code & 0xFF
     if stop is Stop.FAULT:
-        return EXIT_FAULT
+        return FAULT_EXIT_STATUS
     if stop is Stop.QUIT and machine.saved:
         return 0
     if stop is Stop.QUIT:

@@ -8,7 +8,7 @@ import time
 
 from ..cli import CommandError
 
-EXIT_MISMATCH = 1
+from ..status import MISMATCH as EXIT_MISMATCH
 
 
 def add_parser(sub) -> None:

@@ -6,7 +6,7 @@ from .disks import BOOT_TYPES
 from .errors import ConfigError, show
 from .table import Config, parse_number, resolve_path
 
-MAX_RAM_MIB = 2048
+from ..emulation.memory import MAX_RAM_MIB  # noqa: F401  (the one RAM limit, re-exported)
 # Unicorn PPC32 models that are embedded cores (4xx, BookE e200/e500 and the MPC85xx
 # built on e500): another exception and MMU model than the classic PowerPC MOL ran on
 EMBEDDED_PREFIXES = ("401", "403", "405", "440", "460", "npe4", "stb", "x2vp", "iop480", "e200", "e500",
