@@ -13,6 +13,7 @@ Every backend refuses an offset outside [0, size), whoever its caller is.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -123,8 +124,6 @@ def check_range(offset: int, length: int, size: int, what: str) -> None:
 def content_digest(backend: BlockBackend, step: int = 1 << 20) -> str:
     """SHA-256 of what a disk holds, read through its open backend (never by path: the name
     may point elsewhere by now)."""
-    import hashlib
-
     h = hashlib.sha256()
     buf = bytearray(step)
     view = memoryview(buf)

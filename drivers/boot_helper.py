@@ -10,7 +10,7 @@ string conversions, 0 for the resource lookup, which the firmware uses as a poin
 from __future__ import annotations
 
 from ..emulation.memory import GuestAccessError
-from .device import Device
+from .device import Device, DeviceContext
 from .resources import str_res
 
 OSI_BOOT_HELPER = 78
@@ -28,12 +28,12 @@ def _signed(v: int) -> int:
 class BootHelper(Device):
     kind = "BOOT"
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
-        self.memory = machine.memory
+    def __init__(self, ctx: DeviceContext) -> None:
+        self.ctx = ctx
+        self.memory = ctx.memory
 
-    def attach(self, machine) -> None:
-        machine.osi.register(OSI_BOOT_HELPER, self.call, 6, "boot_helper")
+    def attach(self, ctx: DeviceContext) -> None:
+        ctx.osi.register(OSI_BOOT_HELPER, self.call, 6, "boot_helper")
 
     def call(self, op: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
         if op == OP_RAM_SIZE:
@@ -64,7 +64,7 @@ class BootHelper(Device):
             return 0
         if index < 0:
             return 0
-        value = str_res(self.machine.config.resources, key, index, max(argnum, 0))
+        value = str_res(self.ctx.config.resources, key, index, max(argnum, 0))
         if value is None:
             return 0
         if buf and size:
@@ -126,5 +126,5 @@ class BootHelper(Device):
         return len(out) - 1
 
 
-def create(machine) -> BootHelper:
-    return BootHelper(machine)
+def create(ctx: DeviceContext) -> BootHelper:
+    return BootHelper(ctx)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .device import Device
+from .device import Device, DeviceContext
 
 OSI_LOG_PUTC = 47
 OSI_TTY_PUTC = 97
@@ -29,20 +29,20 @@ class ConsoleDevice(Device):
     version = 2          # 2: keys, log line, tty line, each with a u32 length; 1: no tty line
     min_version = 1
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
+    def __init__(self, ctx: DeviceContext) -> None:
+        self.ctx = ctx
         self._line = bytearray()
         self.tty_line = bytearray()    # what the guest printed since its last newline
 
-    def attach(self, machine) -> None:
-        machine.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
-        machine.osi.register(OSI_TTY_GETC, self.tty_getc, 0, "console")
-        machine.osi.register(OSI_TTY_IRQ_ACK, self.tty_irq_ack, 0, "console")
-        machine.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
+    def attach(self, ctx: DeviceContext) -> None:
+        ctx.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
+        ctx.osi.register(OSI_TTY_GETC, self.tty_getc, 0, "console")
+        ctx.osi.register(OSI_TTY_IRQ_ACK, self.tty_irq_ack, 0, "console")
+        ctx.osi.register(OSI_LOG_PUTC, self.log_putc, 1, "console")
 
     def tty_putc(self, c: int) -> int:
         c &= 0xFF
-        self.machine.frontend.putc(c)
+        self.ctx.frontend.putc(c)
         if c == 0x0A:
             self.tty_line.clear()
         else:
@@ -55,7 +55,7 @@ class ConsoleDevice(Device):
         return 0
 
     def tty_getc(self) -> int:
-        return self.machine.frontend.getc()
+        return self.ctx.frontend.getc()
 
     def log_putc(self, c: int) -> int:
         c &= 0xFF
@@ -68,7 +68,7 @@ class ConsoleDevice(Device):
 
     def save_state(self) -> bytes:
         """Keys typed but not yet read by the guest, the partial log line, the partial tty line."""
-        keys = self.machine.frontend.pending_input()[:KEYS_MAX]
+        keys = self.ctx.frontend.pending_input()[:KEYS_MAX]
         return b"".join(len(part).to_bytes(4, "big") + part
                         for part in (keys, bytes(self._line), bytes(self.tty_line)))
 
@@ -91,7 +91,7 @@ class ConsoleDevice(Device):
         """Keys saved unread come first; keys typed since (before the resume) follow."""
         keys, log_line, tty_line = parse_state(data, version)
         self._saved = (keys, log_line, tty_line)
-        frontend = self.machine.frontend
+        frontend = self.ctx.frontend
         frontend.restore_input(keys + frontend.pending_input())
         self._line = bytearray(log_line)
         self.tty_line = bytearray(tty_line)
@@ -99,12 +99,12 @@ class ConsoleDevice(Device):
     def redraw(self) -> None:
         """After a resume: the guest's current line again (its prompt), where the user types."""
         if self.tty_line:
-            self.machine.frontend.write(bytes(self.tty_line))
+            self.ctx.frontend.write(bytes(self.tty_line))
 
     def reset(self) -> None:
         """Exactly the saved keys and log line: input fed before reset() is dropped."""
         if hasattr(self, "_saved"):
-            self.machine.frontend.restore_input(self._saved[0])
+            self.ctx.frontend.restore_input(self._saved[0])
             self._line = bytearray(self._saved[1])
             self.tty_line = bytearray(self._saved[2])
 
@@ -141,5 +141,5 @@ def parse_state(data: bytes, version: int) -> tuple[bytes, bytes, bytes]:
     return bytes(data[4:4 + n]), bytes(data[4 + n:]), b""
 
 
-def create(machine) -> ConsoleDevice:
-    return ConsoleDevice(machine)
+def create(ctx: DeviceContext) -> ConsoleDevice:
+    return ConsoleDevice(ctx)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import struct
 
+from molpy.files import data_dir
+
 from .block import SECTOR
 
 DEMO_DISK_NAME = "demo.img"
@@ -25,8 +27,6 @@ COUNT_OFFSET = 12
 
 def default_demo_path() -> str:
     """Where the default config puts the demo disk (molpy's data directory)."""
-    from molpy.files import data_dir
-
     return os.path.join(data_dir(), DEMO_DISK_NAME)
 
 

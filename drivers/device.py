@@ -1,22 +1,31 @@
 """The one interface between devices, the machine and the session layer.
 
-A device is one module in ``molpy.drivers`` that defines ``create(machine)``
+A device is one module in ``molpy.drivers`` that defines ``create(ctx)``
 returning a Device, a list of them, or None. The machine finds those modules by
-itself, so adding a device touches no other module. Devices register their OSI
-selectors in ``attach`` and take part in sessions through four small methods; the
-session layer stores what ``save_state`` returns as an opaque chunk tagged with
-the device's four-letter ``kind`` and its ``instance`` id (MOL's session.c model).
+itself, so adding a device touches no other module. A device sees the machine only
+through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
+takes part in sessions through a few small methods; the session layer stores what
+``save_state`` returns as an opaque chunk tagged with the device's four-letter
+``kind``, its ``instance`` id and its state ``version`` (MOL's session.c model,
+QEMU's versioning rule).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import molpy.drivers as package
+from molpy.files import data_dir
 
 if TYPE_CHECKING:  # pragma: no cover
+    from molpy.console import Frontend
+    from molpy.emulation.memory import GuestMemory
     from molpy.emulation.session import Bulk, BulkRef
-    from molpy.machine import Machine
+    from molpy.machine import MachineConfig
+    from molpy.osi import OsiDispatcher
 
 
 class StateMismatch(Exception):
@@ -33,6 +42,31 @@ class DeviceError(Exception):
     """
 
 
+@dataclass
+class DeviceContext:
+    """All a device may use of the machine it belongs to, and nothing more.
+
+    ``memory``: guest RAM (bounds-checked access); ``osi``: register, unregister and ask
+    about OSI selectors; ``code_changed(begin, end)``: after the device wrote guest RAM
+    that may hold code; ``frontend``: the console (keys, output, stop requests);
+    ``request_exit(code)``: the guest asked to exit; ``config``: the machine's settings;
+    ``data_dir()``: molpy's own folder.
+    """
+
+    config: "MachineConfig"
+    memory: "GuestMemory"
+    osi: "OsiDispatcher"
+    frontend: "Frontend"
+    code_changed: Callable[[int, int], None]
+    request_exit: Callable[[int], None]
+    data_dir: Callable[[], str] = data_dir
+
+    def stop_requested(self) -> bool:
+        """Ctrl-C, SIGTERM or a quit is pending (F12 is not: a save never cuts I/O short)."""
+        request = self.frontend.request
+        return request is not None and request != "save"
+
+
 class Device:
     """Base class: a device with no state and no selectors.
 
@@ -47,8 +81,8 @@ class Device:
     min_version: ClassVar[int] = 1  # the oldest state version this molpy still loads
     instance: int = 0              # tells apart several devices of one kind
 
-    def attach(self, machine: "Machine") -> None:
-        """Register OSI selectors with ``machine.osi``."""
+    def attach(self, ctx: DeviceContext) -> None:
+        """Register OSI selectors with ``ctx.osi``."""
 
     def save_state(self) -> bytes:
         """The device's state as bytes; stored opaque in the session."""
@@ -106,8 +140,6 @@ def check_version(kind: str, cls: type[Device] | None, version: int) -> str:
 def device_classes() -> dict[str, type[Device]]:
     """Every device kind the modules of this package define (for reading sessions
     without a machine: ``molpy session info``)."""
-    import molpy.drivers as package
-
     found: dict[str, type[Device]] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_") or info.name == "device":
@@ -120,10 +152,8 @@ def device_classes() -> dict[str, type[Device]]:
     return found
 
 
-def create_devices(machine: "Machine") -> list[Device]:
-    """Every device the modules of this package create for ``machine``, in module order."""
-    import molpy.drivers as package
-
+def create_devices(ctx: DeviceContext) -> list[Device]:
+    """Every device the modules of this package create for a machine, in module order."""
     devices: list[Device] = []
     try:
         for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
@@ -133,7 +163,7 @@ def create_devices(machine: "Machine") -> list[Device]:
             factory = getattr(module, "create", None)
             if factory is None:
                 continue
-            made = factory(machine)
+            made = factory(ctx)
             if made is None:
                 continue
             devices.extend(made if isinstance(made, list) else [made])
@@ -142,5 +172,5 @@ def create_devices(machine: "Machine") -> list[Device]:
             dev.close()
         raise
     for dev in devices:
-        dev.attach(machine)
+        dev.attach(ctx)
     return devices

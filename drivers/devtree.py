@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import os
 
+from ..cpu import CPU_ALIASES, DEFAULT_CPU
 from ..emulation.memory import GuestAccessError
-from .device import Device
-from .oftree import DeviceTree, Node, TreeError, parse_tree
+from ..files import HostFileError, read_limited
+from .device import Device, DeviceContext
+from .oftree import MAX_FILE, DeviceTree, Node, TreeError, parse_tree
 from .resources import str_res
 
 log = logging.getLogger("molpy.devtree")
@@ -60,8 +62,6 @@ def _signed(v: int) -> int:
 
 def cpu_resource(cpu: str | None) -> str:
     """The resource naming the CPU node file for a molrc ``cpu:`` value."""
-    from molpy.cpu import CPU_ALIASES, DEFAULT_CPU
-
     key = (cpu or DEFAULT_CPU).strip().lower()
     key = CPU_ALIASES.get(key, key)
     for prefix, res in CPU_NODE_RESOURCES:
@@ -72,8 +72,6 @@ def cpu_resource(cpu: str | None) -> str:
 
 def read_tree_file(path: str, what: str = "oftree") -> bytes:
     """A tree file's bytes; a FIFO, a folder or a file over 16 MiB is refused."""
-    from ..files import HostFileError, read_limited
-    from .oftree import MAX_FILE
 
     try:
         return read_limited(path, MAX_FILE, what=what)
@@ -119,15 +117,15 @@ class DevTree(Device):
 
     kind = "OFTR"
 
-    def __init__(self, machine, tree: DeviceTree) -> None:
-        self.machine = machine
-        self.memory = machine.memory
+    def __init__(self, ctx: DeviceContext, tree: DeviceTree) -> None:
+        self.ctx = ctx
+        self.memory = ctx.memory
         self.tree: DeviceTree | None = tree
         self._loaded: bytes | None = None       # the tree a session gave (b"": closed)
         self._dirty = False
 
-    def attach(self, machine) -> None:
-        self.osi = machine.osi
+    def attach(self, ctx: DeviceContext) -> None:
+        self.osi = ctx.osi
         self._register()
 
     def _register(self) -> None:
@@ -325,8 +323,8 @@ class DevTree(Device):
             self._set_tree(DeviceTree.from_json(self._loaded) if self._loaded else None)
 
 
-def create(machine) -> DevTree | None:
-    config = machine.config
+def create(ctx: DeviceContext) -> DevTree | None:
+    config = ctx.config
     if not config.oftree:
         return None
-    return DevTree(machine, build_tree(config, machine.memory.size))
+    return DevTree(ctx, build_tree(config, ctx.memory.size))

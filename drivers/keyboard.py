@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from .device import Device
+from .device import Device, DeviceContext
 
 log = logging.getLogger("molpy.keyboard")
 
@@ -66,16 +66,16 @@ def key_events(ch: int) -> list[int]:
 class Keyboard(Device):
     kind = "KEYB"
 
-    def __init__(self, machine) -> None:
-        self.frontend = machine.frontend
+    def __init__(self, ctx: DeviceContext) -> None:
+        self.frontend = ctx.frontend
         self.queue: list[int] = []            # ADB events waiting
         self.active = False                   # keys go to this queue
         self.saved: bool | None = None        # the routing KBD_CNTRL 1 replaced
         self._loaded = self.save_state()
 
-    def attach(self, machine) -> None:
-        machine.osi.register(OSI_KBD_CNTRL, self.cntrl, 1, "keyboard")
-        machine.osi.register(OSI_GET_ADB_KEY, self.get_key, 0, "keyboard")
+    def attach(self, ctx: DeviceContext) -> None:
+        ctx.osi.register(OSI_KBD_CNTRL, self.cntrl, 1, "keyboard")
+        ctx.osi.register(OSI_GET_ADB_KEY, self.get_key, 0, "keyboard")
 
     def cntrl(self, cmd: int) -> int:
         if cmd == KBD_ACTIVATE:
@@ -131,5 +131,5 @@ class Keyboard(Device):
         self.load_state(self._loaded, self.version)
 
 
-def create(machine) -> Keyboard:
-    return Keyboard(machine)
+def create(ctx: DeviceContext) -> Keyboard:
+    return Keyboard(ctx)

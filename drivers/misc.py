@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .device import Device
+from .device import Device, DeviceContext
 from .resources import numeric_res
 
 OSI_CALL_AVAILABLE = 0
@@ -29,11 +29,11 @@ log = logging.getLogger("molpy.osi")
 class MiscDevice(Device):
     kind = "MISC"
 
-    def __init__(self, machine) -> None:
-        self.machine = machine
+    def __init__(self, ctx: DeviceContext) -> None:
+        self.ctx = ctx
 
-    def attach(self, machine) -> None:
-        osi = machine.osi
+    def attach(self, ctx: DeviceContext) -> None:
+        osi = ctx.osi
         osi.register(OSI_CALL_AVAILABLE, self.call_available, 1, "misc")
         osi.register(OSI_DEBUGGER, self.debugger, 1, "misc")
         osi.register(OSI_GET_GMT_TIME, self.gmt_time, 0, "misc")
@@ -44,7 +44,7 @@ class MiscDevice(Device):
 
     def call_available(self, selector: int) -> int:
         """1 when ``selector`` is served (MOL's OSI_CALL_AVAILABLE)."""
-        return 1 if self.machine.osi.serves(selector) else 0
+        return 1 if self.ctx.osi.serves(selector) else 0
 
     def debugger(self, code: int) -> int:
         """MOL stops in its debugger when one is attached, else logs and goes on: molpy has none."""
@@ -57,7 +57,7 @@ class MiscDevice(Device):
     def local_time(self) -> int:
         """Local time in seconds since 1904 (MOL's GET_LOCALTIME), plus the adjust_time hours."""
         now = int(time.time())
-        adjust = numeric_res(self.machine.config.resources, "adjust_time")
+        adjust = numeric_res(self.ctx.config.resources, "adjust_time")
         dst = 3600 if time.localtime(now).tm_isdst > 0 else 0
         return (now + (adjust or 0) * 3600 + MAC_EPOCH_OFFSET - time.timezone + dst) & 0xFFFFFFFF
 
@@ -71,12 +71,12 @@ class MiscDevice(Device):
         if magic != EXIT_MAGIC:
             code = 0
         code = code - (1 << 32) if code & 0x80000000 else code
-        self.machine.request_exit(code)
+        self.ctx.request_exit(code)
         return 0
 
     def usleep(self, microseconds: int) -> int:
         """The host really sleeps, and wakes early on a key or a request."""
-        frontend = self.machine.frontend
+        frontend = self.ctx.frontend
         frontend.flush()
         if frontend.quit_on_eof and frontend.eof and not frontend.has_input():
             # stdin was a pipe and it ended: a guest idling for keys would wait forever
@@ -93,5 +93,5 @@ class MiscDevice(Device):
         return 0
 
 
-def create(machine) -> MiscDevice:
-    return MiscDevice(machine)
+def create(ctx: DeviceContext) -> MiscDevice:
+    return MiscDevice(ctx)

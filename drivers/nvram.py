@@ -21,7 +21,7 @@ import os
 import stat
 
 from ..files import HostFileError, NewFile, open_existing
-from .device import Device, DeviceError
+from .device import Device, DeviceContext, DeviceError
 
 log = logging.getLogger("molpy.nvram")
 
@@ -100,8 +100,8 @@ class Nvram(Device):
 
     kind = "NVRM"
 
-    def __init__(self, machine) -> None:
-        config = machine.config
+    def __init__(self, ctx: DeviceContext) -> None:
+        config = ctx.config
         self.path = config.nvram
         self.writable = not config.inspect_only
         self.regions = OLDWORLD_REGIONS if config.boot_type == "oldworld" else ((0, NVRAM_SIZE),)
@@ -123,10 +123,10 @@ class Nvram(Device):
                     log.warning("%s; the NVRAM starts blank", e)
         self._loaded = bytes(self.data)
 
-    def attach(self, machine) -> None:
-        machine.osi.register(OSI_WRITE_NVRAM_BYTE, self.write_byte, 2, "nvram")
-        machine.osi.register(OSI_READ_NVRAM_BYTE, self.read_byte, 1, "nvram")
-        machine.osi.register(OSI_NVRAM_SIZE, self.size, 0, "nvram")
+    def attach(self, ctx: DeviceContext) -> None:
+        ctx.osi.register(OSI_WRITE_NVRAM_BYTE, self.write_byte, 2, "nvram")
+        ctx.osi.register(OSI_READ_NVRAM_BYTE, self.read_byte, 1, "nvram")
+        ctx.osi.register(OSI_NVRAM_SIZE, self.size, 0, "nvram")
 
     def size(self) -> int:
         return NVRAM_SIZE
@@ -182,5 +182,5 @@ class Nvram(Device):
             log.error("%s", e)
 
 
-def create(machine) -> Nvram:
-    return Nvram(machine)
+def create(ctx: DeviceContext) -> Nvram:
+    return Nvram(ctx)

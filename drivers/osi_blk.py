@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,9 @@ from molpy.emulation.session import Bulk, BulkRef
 from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
                                    u64)
 
-from .block import SECTOR, BlockBackend, Identity, content_digest
-from .device import Device, StateMismatch
+from .block import SECTOR, BlockBackend, BlockError, Identity, content_digest
+from .device import Device, DeviceContext, StateMismatch
+from .disks import open_blkdev
 
 log = logging.getLogger("molpy.osi_blk")
 
@@ -188,8 +190,8 @@ class OsiBlk(Device):
     version = 2
     min_version = 1
 
-    def __init__(self, machine, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
-        self.machine = machine
+    def __init__(self, ctx: DeviceContext, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+        self.ctx = ctx
         self.units = units
         self.ring = RingState()
         self._io_errors = io_errors
@@ -202,8 +204,8 @@ class OsiBlk(Device):
 
     # -- wiring --
 
-    def attach(self, machine) -> None:
-        osi = machine.osi
+    def attach(self, ctx: DeviceContext) -> None:
+        osi = ctx.osi
         osi.register(OSI_ABLK_RING_SETUP, self.ring_setup, 3, "osi_blk")
         osi.register(OSI_ABLK_CNTRL, self.cntrl, 3, "osi_blk")
         osi.register(OSI_ABLK_DISK_INFO, self.disk_info, 2, "osi_blk")
@@ -217,12 +219,6 @@ class OsiBlk(Device):
         if key not in self._warned:
             self._warned.add(key)
             log.warning(msg, *args)
-
-    def _stop_requested(self) -> bool:
-        """Ctrl-C, SIGTERM or a quit: long I/O stops at the next step. F12 (save) does not
-        interrupt I/O: the guest must not find a failed request in its saved session."""
-        req = self.machine.frontend.request
-        return req is not None and req != "save"
 
     # -- disk info and synchronous I/O --
 
@@ -259,7 +255,7 @@ class OsiBlk(Device):
         u = self.units[unit]
         if write and u.readonly:
             return E_ROFS
-        mem = self.machine.memory
+        mem = self.ctx.memory
         if size > mem.size:
             return E_LENGTH
         if addr + size > mem.size:
@@ -276,12 +272,12 @@ class OsiBlk(Device):
     def _transfer(self, u: Unit, write: bool, offset: int, addr: int, size: int) -> int:
         """One checked transfer between the disk and guest RAM, without copies; a long one
         goes in steps so that Ctrl-C or SIGTERM is seen within one step."""
-        view = self.machine.memory.view
+        view = self.ctx.memory.view
         done = 0
         try:
             while done < size:
                 n = min(size - done, TRANSFER_STEP)
-                if done and self._stop_requested():
+                if done and self.ctx.stop_requested():
                     return E_IO
                 buf = view[addr + done:addr + done + n]
                 try:
@@ -299,7 +295,7 @@ class OsiBlk(Device):
             return E_IO
         finally:
             if not write and done:
-                self.machine.cpu.code_changed(addr, addr + done)
+                self.ctx.code_changed(addr, addr + done)
         return 0
 
     # -- the ring --
@@ -315,7 +311,7 @@ class OsiBlk(Device):
             return E_INVAL
         if n_el > MAX_RING_EL or n_el & (n_el - 1):
             return E_INVAL
-        if addr + n_el * DESC_SIZE > self.machine.memory.size or addr >= self.machine.memory.size:
+        if addr + n_el * DESC_SIZE > self.ctx.memory.size or addr >= self.ctx.memory.size:
             return E_FAULT
         r.base, r.n_el, r.head = addr, n_el, 0
         return 0
@@ -332,8 +328,8 @@ class OsiBlk(Device):
                 # slot 0 counts as already taken; the guest's first request goes in slot 1
                 r.head, r.completed, r.running = 0, 0, True
                 r.cur_unit, r.cur_op, r.cur_pos = -1, OP_NONE, 0
-                self.machine.memory.write_u32(r.base, REQ_NOP)
-                self.machine.cpu.code_changed(r.base, r.base + 4)
+                self.ctx.memory.write_u32(r.base, REQ_NOP)
+                self.ctx.code_changed(r.base, r.base + 4)
         elif cmd in (CNTRL_RESET, CNTRL_STOP):
             if cmd == CNTRL_RESET:
                 r.completed = 0
@@ -378,7 +374,7 @@ class OsiBlk(Device):
         return (1, r.completed & 0xFFFFFFFF, 0, 0)
 
     def _slot(self, index: int) -> tuple[int, int]:
-        return _TWO.unpack_from(self.machine.memory.view, self.ring.base + index * DESC_SIZE)
+        return _TWO.unpack_from(self.ctx.memory.view, self.ring.base + index * DESC_SIZE)
 
     def _process(self) -> int:
         """MOL's engine loop, run to the end: every descriptor the guest has armed.
@@ -390,11 +386,11 @@ class OsiBlk(Device):
             return self._run_ring()
         finally:
             r = self.ring
-            self.machine.cpu.code_changed(r.base, r.base + r.n_el * DESC_SIZE)
+            self.ctx.code_changed(r.base, r.base + r.n_el * DESC_SIZE)
 
     def _run_ring(self) -> int:
         r = self.ring
-        view = self.machine.memory.view
+        view = self.ctx.memory.view
         base, mask = r.base, r.n_el - 1
         budget = r.n_el                # one lap: more means the ring re-arms itself
         batch: list[tuple[int, int]] = []
@@ -412,7 +408,7 @@ class OsiBlk(Device):
                 batch = []
             if not proceed:
                 break
-            if self._stop_requested():
+            if self.ctx.stop_requested():
                 return 0               # molpy is stopping: the rest stays queued
             if budget <= 0:
                 return self._fail(E_RING, "the ring re-armed itself (more than one lap in one kick)")
@@ -452,7 +448,7 @@ class OsiBlk(Device):
         I/O, as in MOL; their buffers are still checked.
         """
         r = self.ring
-        mem_size = self.machine.memory.size
+        mem_size = self.ctx.memory.size
         total = 0
         for addr, count in batch:
             if count > mem_size or addr + count > mem_size:
@@ -534,7 +530,7 @@ class OsiBlk(Device):
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         try:
             ring, disks, inline = _parse_state(data, version)
-            RingState.from_dict(ring, self.machine.memory.size, [u.backend.size for u in self.units]
+            RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units]
                                 if len(disks) == len(self.units) else [m["size"] for m in disks])
         except (ValueError, StateError) as e:
             return [str(e)]
@@ -555,7 +551,7 @@ class OsiBlk(Device):
         problems = self._disk_problems(disks)
         if problems:
             raise StateMismatch(problems[0])
-        loaded = RingState.from_dict(ring, self.machine.memory.size, [u.backend.size for u in self.units])
+        loaded = RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units])
         overlays: dict[int, tuple[Any, int, int | None]] = {}
         for m in disks:
             if not m["overlay"]:
@@ -638,8 +634,6 @@ def _reader_of_bytes(blob: bytes):
 
 
 def _reader_of_file(fd: int, offset: int, length: int):
-    import os
-
     def read(pos: int, buf: memoryview) -> int:
         n = min(len(buf), max(length - pos, 0))
         return os.preadv(fd, [buf[:n]], offset + pos) if n else 0
@@ -712,8 +706,6 @@ def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> 
     """Open every blkdev in order; on a failure close the ones already open and re-raise.
 
     ``inspect_only`` (session verify) opens every disk read-only and makes no overlay."""
-    from .disks import open_blkdev
-
     units: list[Unit] = []
     try:
         for spec in specs:
@@ -729,13 +721,11 @@ def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> 
     return units
 
 
-def create(machine) -> OsiBlk:
+def create(ctx: DeviceContext) -> OsiBlk:
     """The ablk device with the machine's blkdevs. BlockError (a disk that cannot be
     opened, a lock held by another molpy ...) propagates: the CLI prints it as one line."""
-    specs = list(machine.config.blkdevs)
+    specs = list(ctx.config.blkdevs)
     if not specs:                      # still served: the guest learns there are no disks
-        return OsiBlk(machine, [])
-    from .block import BlockError
-
-    units = open_units(specs, machine.config.cow_dir, machine.config.inspect_only)
-    return OsiBlk(machine, units, io_errors=(OSError, BlockError))
+        return OsiBlk(ctx, [])
+    units = open_units(specs, ctx.config.cow_dir, ctx.config.inspect_only)
+    return OsiBlk(ctx, units, io_errors=(OSError, BlockError))

@@ -24,7 +24,7 @@ import os
 import stat
 
 from ..emulation.memory import GuestAccessError
-from .device import Device
+from .device import Device, DeviceContext
 
 log = logging.getLogger("molpy.pseudofs")
 
@@ -60,12 +60,12 @@ def publish(pseudofiles: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
 class PseudoFS(Device):
     kind = "PSFS"
 
-    def __init__(self, machine) -> None:
-        self.memory = machine.memory
-        self.files = publish(machine.config.pseudofiles)
+    def __init__(self, ctx: DeviceContext) -> None:
+        self.memory = ctx.memory
+        self.files = publish(ctx.config.pseudofiles)
 
-    def attach(self, machine) -> None:
-        machine.osi.register(OSI_PSEUDO_FS, self.call, 5, "pseudofs")
+    def attach(self, ctx: DeviceContext) -> None:
+        ctx.osi.register(OSI_PSEUDO_FS, self.call, 5, "pseudofs")
 
     def _file(self, index: int) -> str | None:
         return self.files[index][1] if index < len(self.files) else None
@@ -150,5 +150,5 @@ class PseudoFS(Device):
         return 0
 
 
-def create(machine) -> PseudoFS:
-    return PseudoFS(machine)
+def create(ctx: DeviceContext) -> PseudoFS:
+    return PseudoFS(ctx)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import queue
 import struct
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
-from .memory import MAX_RAM_MIB
 from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
+from .memory import MAX_RAM_MIB
+from .state import StateError, loads
 
 MAGIC = b"MOLPYSES"
 VERSION = 3                       # 3: per-chunk state versions and bulk chunks
@@ -119,8 +121,6 @@ class SessionFile:
         return next(c for c in self.chunks if c.kind == RAM_KIND)
 
     def cpu_dict(self) -> dict:
-        from .state import StateError, loads
-
         try:
             doc = loads(self.small[(CPU_KIND, 0)], "CPU state")
         except (KeyError, StateError) as e:
@@ -178,8 +178,6 @@ class SessionFile:
 
     def verify_ram(self) -> bool:
         """Read the whole RAM chunk and check its checksum (slow: ``session verify`` only)."""
-        import mmap
-
         ram = self.ram
         with mmap.mmap(self.fd, ram.length, mmap.MAP_SHARED, mmap.PROT_READ, offset=ram.offset) as m:
             view = memoryview(m)

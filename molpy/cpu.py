@@ -23,6 +23,8 @@ from unicorn import ppc_const as P
 from unicorn import unicorn_const as UC
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
+from .emulation.state import StateError, int_list, record, u32
+
 # A handle of our own on the already loaded library: calls through it skip the
 # binding's argument conversion (measured: 0.87 us -> ~0.25 us a register).
 uclib = _lib = ctypes.CDLL(_ucmod.uclib._name)
@@ -110,8 +112,6 @@ class CpuState:
         Raises StateError naming the field. Keys this class does not know are left to
         their own readers.
         """
-        from .emulation.state import StateError, int_list, record, u32
-
         if not isinstance(d, dict):
             raise StateError("CPU state: expected a record")
         keys = ("gpr", "fpr", "cr", "lr", "ctr", "xer", "msr", "pc", "fpscr", "spr", "sr")

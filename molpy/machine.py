@@ -20,7 +20,10 @@ from unicorn import unicorn_const as UC
 from . import boot
 from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState
+from .drivers.device import DeviceContext, check_version, create_devices
 from .emulation.memory import GuestMemory
+from .emulation.session import SessionError, open_session, write_session
+from .emulation.state import StateError
 from .fault import GuestFault, name_for
 from .osi import OsiDispatcher
 
@@ -94,8 +97,10 @@ class Machine:
         self._error: BaseException | None = None
         self._session = None                # the open session file a resumed machine runs from
         self.osi = OsiDispatcher(self.cpu, self._on_fault, self._on_error)
-        from .drivers.device import create_devices
-        self.devices = create_devices(self)
+        self.device_context = DeviceContext(
+            config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
+            code_changed=self.cpu.code_changed, request_exit=self.request_exit)
+        self.devices = create_devices(self.device_context)
 
     # -- boot --
 
@@ -207,7 +212,6 @@ class Machine:
         Refuses a read-only session (it is never written) and waits for no device: every
         osi_blk request completes before its OSI call returns.
         """
-        from .emulation.session import SessionError, write_session
 
         path = path or self.config.session_file
         if not path:
@@ -236,8 +240,6 @@ class Machine:
         The file stays open while the machine lives: its RAM and bulk chunks are read from
         it, and a read lease lets molpy move RAM off it if another program writes it.
         """
-        from .emulation.session import SessionError, open_session
-        from .emulation.state import StateError
 
         config = config or MachineConfig(session_file=path, session_readonly=True)
         readonly = config.session_readonly
@@ -283,8 +285,6 @@ class Machine:
 
         A device's chunk is loaded only in a version the device declares it can load
         (QEMU's rule: from its ``min_version`` up to its ``version``)."""
-        from .drivers.device import check_version
-        from .emulation.session import SessionError
 
         versions = versions or {}
         missing = [f"{d.kind}/{d.instance}" for d in self.devices if (d.kind, d.instance) not in chunks]
@@ -307,8 +307,7 @@ class Machine:
         if self._saved_state is None:
             raise RuntimeError("reset() needs a machine made by Machine.from_session()")
         if self.memory.detached:
-            from .emulation.session import SessionError
-            raise SessionError("the session file was changed by another program while this machine ran "
+                raise SessionError("the session file was changed by another program while this machine ran "
                                "from it; the saved state is gone, so reset() is no longer possible")
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()

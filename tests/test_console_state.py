@@ -57,7 +57,7 @@ def test_crafted_states_are_refused_or_bounded(data, version):
 def test_the_line_kept_is_bounded():
     m = Machine(frontend=BufferConsole())
     try:
-        cons = ConsoleDevice(m)
+        cons = ConsoleDevice(m.device_context)
         for _ in range(3 * TTY_LINE_MAX):
             cons.tty_putc(ord("x"))
         assert len(cons.tty_line) == TTY_LINE_MAX
