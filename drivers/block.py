@@ -13,7 +13,6 @@ Every backend refuses an offset outside [0, size), whoever its caller is.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -119,18 +118,3 @@ def check_range(offset: int, length: int, size: int, what: str) -> None:
     if offset < 0 or length < 0 or offset + length > size:
         raise BlockError(f"{what}: bytes {offset}..{offset + length} are outside the disk "
                          f"(0..{size})")
-
-
-def content_digest(backend: BlockBackend, step: int = 1 << 20) -> str:
-    """SHA-256 of what a disk holds, read through its open backend (never by path: the name
-    may point elsewhere by now)."""
-    h = hashlib.sha256()
-    buf = bytearray(step)
-    view = memoryview(buf)
-    pos = 0
-    while pos < backend.size:
-        n = min(step, backend.size - pos)
-        backend.readinto(pos, view[:n])
-        h.update(view[:n])
-        pos += n
-    return h.hexdigest()

@@ -22,7 +22,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from molpy.files import HostFileError, copy_range, create_new, link_unnamed, open_unnamed, pwrite_all
+from molpy.files import (HostFileError, ReadBehind, create_new, kernel_copy, link_unnamed, open_unnamed,
+                         pwrite_all)
 
 from .block import SECTOR, BlockBackend, BlockError, DiskInUse, Extent, Identity, Reader, check_range
 from .raw import RawBackend, lock_file
@@ -377,14 +378,21 @@ class CowBackend:
         return ov.header.bitmap_size + ov.sectors_held() * SECTOR if ov.has_data() else 0
 
     def save_changes(self, fd: int, offset: int) -> int:
+        """The held sectors go in the kernel (copy_file_range) from the overlay into the
+        session file; a thread beside the copy reads back what landed there for the CRC-32.
+        Memory: the bitmap and one 8 MiB buffer, whatever the overlay holds."""
         ov = self.overlay
         bits = bytes(ov.bits)
-        pwrite_all(fd, bits, offset)
-        crc = zlib.crc32(bits)
-        pos = offset + len(bits)
-        for ext in ov.block_status():
-            crc = copy_range(ext.fd, ext.offset, fd, pos, ext.count * SECTOR, crc)
-            pos += ext.count * SECTOR
+        check = ReadBehind(fd, offset)
+        try:
+            pwrite_all(fd, bits, offset)
+            pos = offset + len(bits)
+            check.written(pos)
+            for ext in ov.block_status():
+                kernel_copy(ext.fd, ext.offset, fd, pos, ext.count * SECTOR, check.written)
+                pos += ext.count * SECTOR
+        finally:
+            crc = check.finish()
         return crc
 
     def load_changes(self, read: Reader, length: int, crc: int | None) -> None:

@@ -23,7 +23,7 @@ from molpy.files import data_dir
 if TYPE_CHECKING:  # pragma: no cover
     from molpy.console import Frontend
     from molpy.emulation.memory import GuestMemory
-    from molpy.emulation.session import Bulk, BulkRef
+    from molpy.emulation.session import Bulk, BulkRef, Later
     from molpy.machine import MachineConfig
     from molpy.osi import OsiDispatcher
 
@@ -87,6 +87,11 @@ class Device:
     def save_state(self) -> bytes:
         """The device's state as bytes; stored opaque in the session."""
         return b""
+
+    def save_later(self) -> "bytes | Later":
+        """What the session stores for the device: ``save_state()``, or a Later when part
+        of it takes time (disk digests) and can be finished while the RAM is written."""
+        return self.save_state()
 
     def save_bulk(self) -> list["Bulk"]:
         """Data too big to hold in memory (a -cow overlay's contents), streamed into the

@@ -11,6 +11,13 @@ from .overlays import open_overlay_for
 from .raw import RawBackend
 
 
+def readonly_without_cow(path: str) -> str:
+    """The read-only session recipe's guard: its disks must not change."""
+    return (f"disk {path} is writable without -cow, but the session is read-only (session_readonly: "
+            f"yes): the guest's writes would change the disk and the session would never resume "
+            f"again; add -cow to its blkdev (or use -ro)")
+
+
 def open_blkdev(spec, cow_dir: str | None, *, inspect_only: bool = False,
                 say: Callable[[str], None] | None = None) -> BlockBackend:
     """The backend a ``blkdev`` spec asks for. ``inspect_only`` (session verify) opens the

@@ -21,16 +21,18 @@ import json
 import logging
 import os
 import struct
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-from molpy.emulation.session import Bulk, BulkRef
+from molpy.emulation.session import Bulk, BulkRef, Later, SessionError
 from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
                                    u64)
 
-from .block import SECTOR, BlockBackend, BlockError, Identity, content_digest
+from .block import SECTOR, BlockBackend, BlockError, Identity
 from .device import Device, DeviceContext, StateMismatch
-from .disks import open_blkdev
+from .digests import DiskDigests, valid_region
+from .disks import open_blkdev, readonly_without_cow
 
 log = logging.getLogger("molpy.osi_blk")
 
@@ -108,6 +110,19 @@ class Unit:
     flags: int
     dirty: bool = False            # written since the last load_state/reset (cow reset)
     boot_flags: int = 0            # the flags as configured (BLESS_DISK moves the boot hint)
+    digests: DiskDigests | None = None   # of the disk under every layer, made on first use
+    watch: DiskDigests | None = None     # the same, when this unit's writes reach that disk
+    unflushed: bool = True         # written since molpy last flushed it (unknown at first)
+    flushing: threading.Lock = field(default_factory=threading.Lock)
+
+    def flush(self) -> None:
+        """Flush the backend when molpy wrote since the last flush. The flag is cleared
+        first: a write that lands meanwhile sets it again. (The digest thread flushes too,
+        as write-behind: the lock makes a save wait for a flush under way.)"""
+        with self.flushing:
+            if self.unflushed:
+                self.unflushed = False
+                self.backend.flush()
 
     @property
     def readonly(self) -> bool:
@@ -176,18 +191,20 @@ def unit_flags(spec: Any, backend: Any) -> int:
 class OsiBlk(Device):
     """The ablk channel 0 and its units, in blkdev order.
 
-    Session state (``save_state``), version 2: UTF-8 JSON,
+    Session state (``save_state``), version 3: UTF-8 JSON,
     ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
     unit: ``unit, path, size, inode, mtime_ns, dev`` (the disk's identity; for ``-cow``
-    the base disk's), ``cow``, ``readonly``, ``digest`` (SHA-256 of the disk's contents
-    at save time, checked by ``session verify --deep``) and ``overlay`` (true when the
-    unit held changes: they are the bulk chunk ``COWD``/unit), ``boot`` (it holds the
-    boot hint). Version 1 (still read) was ``"MPBK" | u16 1 | u32 n | JSON`` with
-    ``overlay`` a byte length and the overlay contents inline after the JSON.
+    the base disk's), ``cow``, ``readonly``, ``digest`` and ``region`` (the disk's
+    contents at save time: the root over the SHA-256 of each ``region`` bytes, see
+    drivers/digests.py), ``overlay`` (true when the unit held changes: they are the bulk
+    chunk ``COWD``/unit), ``boot`` (it holds the boot hint). Version 2 (still read) had no
+    ``region`` and ``digest`` was the SHA-256 of the whole disk (molpy 0.1.0); version 1
+    was ``"MPBK" | u16 1 | u32 n | JSON`` with ``overlay`` a byte length and the overlay
+    contents inline after the JSON.
     """
 
     kind = "ABLK"
-    version = 2
+    version = 3
     min_version = 1
 
     def __init__(self, ctx: DeviceContext, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
@@ -199,6 +216,9 @@ class OsiBlk(Device):
         self._loaded_overlays: dict[int, tuple[Any, int, int | None]] = {}   # unit -> (read, length, crc)
         self._bulk: dict[tuple[str, int], BulkRef] = {}
         self._warned: set[str] = set()
+        self._following = False            # disk digests kept up to date while the guest runs
+        self._checked: set[int] = set()    # units whose contents the last check read
+        self.notes: list[str] = []         # disks accepted by a content check (one line each)
         for u in units:
             u.boot_flags = u.flags & INFO_BOOT_HINT
 
@@ -283,7 +303,12 @@ class OsiBlk(Device):
                 try:
                     if write:
                         u.dirty = True
-                        u.backend.write(offset + done, buf)
+                        try:
+                            u.backend.write(offset + done, buf)
+                        finally:                 # after the data: its regions are stale
+                            u.unflushed = True
+                            if u.watch is not None:
+                                u.watch.mark(offset + done, n)
                     else:
                         u.backend.readinto(offset + done, buf)
                 finally:
@@ -491,24 +516,42 @@ class OsiBlk(Device):
 
     # -- sessions --
 
-    def marker(self, u: Unit, index: int, digest: bool = False) -> dict:
-        """The disk-sync marker of one unit (see the class docstring)."""
+    def marker(self, u: Unit, index: int) -> dict:
+        """The disk-sync marker of one unit, its digest still to come (see the class docstring)."""
         ident = u.backend.identity()
-        m = {"unit": index, "path": ident.path, "size": ident.size, "inode": ident.inode,
-             "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.backend.layered, "readonly": u.readonly,
-             "digest": None, "overlay": False, "boot": bool(u.flags & INFO_BOOT_HINT)}
-        if digest:
-            m["digest"] = content_digest(u.backend.disk())
-        return m
+        return {"unit": index, "path": ident.path, "size": ident.size, "inode": ident.inode,
+                "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.backend.layered, "readonly": u.readonly,
+                "digest": None, "region": None, "overlay": u.backend.changes_length() > 0,
+                "boot": bool(u.flags & INFO_BOOT_HINT)}
 
     def save_state(self) -> bytes:
-        disks = []
+        return self.save_later().finish()
+
+    def save_later(self) -> Later:
+        """The markers now; their digests are finished on every core while the session
+        layer writes RAM (only the regions written since they were last known are read)."""
+        disks, jobs = [], []
         for i, u in enumerate(self.units):
-            u.backend.flush()
-            m = self.marker(u, i, digest=True)
-            m["overlay"] = u.backend.changes_length() > 0
+            u.flush()
+            m = self.marker(u, i)
+            d = self._digests(u)
+            m["region"] = d.region
+            m["digest"] = "0" * 64                   # (the digest's width, for the bound)
+            jobs.append(d.finish_later())
             disks.append(m)
-        return json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
+        ring = self.ring.as_dict()
+
+        def encode() -> bytes:
+            return json.dumps({"ring": ring, "disks": disks}, separators=(",", ":")).encode()
+
+        def finish() -> bytes:
+            try:
+                for m, job in zip(disks, jobs):
+                    m["digest"] = job()
+            except OSError as e:
+                raise SessionError(str(e)) from None
+            return encode()
+        return Later(len(encode()), finish)
 
     def save_bulk(self) -> list[Bulk]:
         """The changes each layered unit holds (a -cow overlay's), streamed as chunks of their own."""
@@ -528,29 +571,33 @@ class OsiBlk(Device):
         return "disks: " + (", ".join(parts) or "none") + ("; ring running" if ring.get("running") is True else "")
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        self.notes = []
         try:
             ring, disks, inline = _parse_state(data, version)
             RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units]
                                 if len(disks) == len(self.units) else [m["size"] for m in disks])
         except (ValueError, StateError) as e:
             return [str(e)]
-        problems = self._disk_problems(disks)
+        problems = self._disk_problems(disks, version, deep)
         for m in disks:
             if m["overlay"] and inline is None and (BULK_KIND, m["unit"]) not in self._bulk:
                 problems.append(f"disk {m['path']}: the session holds no overlay contents for it")
         if deep and not problems:
             for m, u in zip(disks, self.units):
-                if m["digest"] and content_digest(u.backend.disk()) != m["digest"]:
+                if m["digest"] and m["unit"] not in self._checked and not self._same_contents(u, m, version, True):
                     problems.append(f"disk {m['path']}: its contents changed since the session was saved "
                                     f"(same size and date, different data); put the disk back as it "
                                     f"was, or start with --fresh")
         return problems
 
     def load_state(self, data: bytes, version: int) -> None:
+        self.notes = []
         ring, disks, inline = _parse_state(data, version)
-        problems = self._disk_problems(disks)
+        problems = self._disk_problems(disks, version)
         if problems:
             raise StateMismatch(problems[0])
+        for note in self.notes:
+            log.info("%s", note)
         loaded = RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units])
         overlays: dict[int, tuple[Any, int, int | None]] = {}
         for m in disks:
@@ -572,8 +619,11 @@ class OsiBlk(Device):
                 u.boot_flags = INFO_BOOT_HINT if m["boot"] else 0
         self.reset()
 
-    def _disk_problems(self, disks: list[dict]) -> list[str]:
-        """What keeps the saved disks from matching the ones attached now."""
+    def _disk_problems(self, disks: list[dict], version: int, deep: bool = False) -> list[str]:
+        """What keeps the saved disks from matching the ones attached now. A disk whose
+        identity changed (touched, restored from a copy) but not its size is read, and
+        accepted with a note (``self.notes``) when its contents are the saved ones."""
+        self._checked: set[int] = set()
         if len(disks) != len(self.units):
             saved = ", ".join(m["path"] for m in disks) or "none"
             now = ", ".join(u.backend.identity().path for u in self.units) or "none"
@@ -591,12 +641,65 @@ class OsiBlk(Device):
                 problems.append(f"disk {path}: the session holds the guest's changes to it in a cow "
                                 f"overlay; attach it with -cow to resume, or start with --fresh")
                 continue
+            if self.ctx.config.session_readonly and not getattr(u.spec, "readonly", True) \
+                    and not getattr(u.spec, "cow", False):
+                problems.append(readonly_without_cow(path))
+                continue
             saved = Identity(path, m["size"], m["inode"], m["mtime_ns"], m["dev"] if m["dev"] is not None else now.dev)
             changes = saved.changes(now)
-            if changes:
-                problems.append(f"disk {path} changed: {'; '.join(changes)}. The saved session no longer "
-                                f"matches it: put the disk back as it was, or start with --fresh")
+            if not changes:
+                continue
+            if now.size == saved.size and m["digest"]:
+                self._checked.add(m["unit"])
+                if self._same_contents(u, m, version, deep):
+                    self.notes.append(f"disk {path}: {'; '.join(changes)}, but its contents are the ones the "
+                                      f"session was saved with (checked)")
+                    continue
+                changes.append("its contents differ (checked)")
+            problems.append(f"disk {path} changed: {'; '.join(changes)}. The saved session no longer "
+                            f"matches it: put the disk back as it was, or start with --fresh")
         return problems
+
+    def _digests(self, u: Unit) -> DiskDigests:
+        """The unit's disk digests, made on first use (from the cache when it holds them).
+        A unit that writes its disk itself (no -cow) keeps them up to date from its writes."""
+        if u.digests is None:
+            disk = u.backend.disk()
+            d = DiskDigests(disk.fd, disk.size, disk.path, block_device=not disk.regular)
+            d.load_cache(self.ctx.data_dir())
+            u.digests = d
+            if not u.backend.layered and not u.readonly:
+                u.watch = d
+                d.flush_disk = u.flush
+        return u.digests
+
+    def follow_disks(self) -> None:
+        """Keep every disk's digests up to date while the guest runs, so that F12 reads
+        only what is left (called when the session may be saved)."""
+        self._following = True
+        for u in self.units:
+            self._digests(u).start_background()
+
+    def _same_contents(self, u: Unit, m: dict, version: int, deep: bool) -> bool:
+        """Whether the disk holds what the marker's digest says (``deep``: read it, never
+        the cache). Markers of version 3 hold the root of region digests, older ones the
+        SHA-256 of the whole disk."""
+        plain = version < 3
+        d = self._digests(u)
+        if not plain and m["region"] != d.region:       # (a session of a molpy with other regions)
+            disk = u.backend.disk()
+            d = DiskDigests(disk.fd, disk.size, disk.path, region=m["region"], block_device=not disk.regular)
+            d.load_cache(self.ctx.data_dir())
+        cached = d.known and not deep and d.stale.find(1) < 0 and (d.plain if plain else True)
+        if not cached:
+            try:
+                d.compute(f"checking {os.path.basename(m['path'])}", plain=plain)
+            except OSError as e:
+                raise BlockError(str(e)) from None
+            d.save_cache(self.ctx.data_dir())
+            if self._following and d is u.digests:
+                d.start_background()
+        return (d.plain if plain else d.root()) == m["digest"]
 
     def reset(self) -> None:
         """Back to the state last loaded: the ring registers and every cow overlay."""
@@ -605,6 +708,7 @@ class OsiBlk(Device):
             u.flags = (u.flags & ~INFO_BOOT_HINT) | u.boot_flags
             if not u.dirty:
                 continue
+            u.unflushed = True
             saved = self._loaded_overlays.get(i)
             if saved is not None:
                 u.backend.load_changes(*saved)
@@ -613,8 +717,13 @@ class OsiBlk(Device):
             u.dirty = False
 
     def close(self) -> None:
+        """Every disk's digests are cached when they are complete (a disk read once, not
+        per save), then the disks are closed."""
         units, self.units = self.units, []
         for u in units:
+            if u.digests is not None:
+                u.digests.close()
+                u.digests.save_cache(self.ctx.data_dir())
             try:
                 u.backend.close()
             except OSError as e:   # closing must not lose the others
@@ -643,7 +752,8 @@ def _reader_of_file(fd: int, offset: int, length: int):
 def _marker(m: Any, i: int, version: int) -> dict:
     """One disk-sync marker, every field checked (the session file is untrusted)."""
     m = record(m, f"osi_blk disk {i}", ("unit", "path", "size", "inode", "mtime_ns", "cow", "readonly",
-                                          "digest", "overlay"), optional=("dev", "boot"))
+                                          "digest", "overlay") + (("region",) if version >= 3 else ()),
+               optional=("dev", "boot"))
     integer(m["unit"], f"disk {i} unit", i, i)
     text(m["path"], f"disk {i} path")
     u64(m["size"], f"disk {i} size")
@@ -658,6 +768,11 @@ def _marker(m: Any, i: int, version: int) -> dict:
     digest = optional(m["digest"], text, f"disk {i} digest", 64)
     if digest is not None and (len(digest) != 64 or digest.strip("0123456789abcdef")):
         raise StateError(f"disk {i} digest: not a SHA-256")
+    m.setdefault("region", None)
+    optional(m["region"], integer, f"disk {i} region", 1, 1 << 62)
+    if digest is not None and version >= 3:
+        if m["region"] is None or not valid_region(m["size"], m["region"]):
+            raise StateError(f"disk {i} region: {m['region']} bytes is not a region size molpy uses")
     if version == 1:
         optional(m["overlay"], integer, f"disk {i} overlay", 0, 1 << 62)
     else:
@@ -728,4 +843,7 @@ def create(ctx: DeviceContext) -> OsiBlk:
     if not specs:                      # still served: the guest learns there are no disks
         return OsiBlk(ctx, [])
     units = open_units(specs, ctx.config.cow_dir, ctx.config.inspect_only)
-    return OsiBlk(ctx, units, io_errors=(OSError, BlockError))
+    blk = OsiBlk(ctx, units, io_errors=(OSError, BlockError))
+    if ctx.config.session_file and not ctx.config.session_readonly and not ctx.config.inspect_only:
+        blk.follow_disks()
+    return blk

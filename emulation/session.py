@@ -74,7 +74,7 @@ class Bulk:
     """Device data written straight into the session file, never held in memory whole.
 
     ``write(fd, offset)`` puts exactly ``length`` bytes at ``offset`` of the session file
-    and returns their CRC-32 (see :func:`copy_range`).
+    and returns their CRC-32 (a -cow overlay's: drivers/cow.py, copied in the kernel).
     """
 
     kind: str
@@ -82,6 +82,16 @@ class Bulk:
     length: int
     write: Callable[[int, int], int]
     version: int = 1
+
+
+@dataclass
+class Later:
+    """Device state finished while RAM is written (osi_blk's disk digests): at most
+    ``bound`` bytes, which ``finish()`` returns. Its place in the file is reserved first;
+    a SessionError from ``finish`` refuses the save."""
+
+    bound: int
+    finish: Callable[[], bytes]
 
 
 @dataclass(frozen=True)
@@ -313,7 +323,7 @@ def nonzero_page_runs(view: memoryview) -> list[tuple[int, int]]:
     return [(int(a) * PAGE, int(b - a) * PAGE) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str, int, bytes]],
+def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str, int, bytes | Later]],
                   config_checksum: str, bulks: list[Bulk] | None = None,
                   versions: dict[tuple[str, int], int] | None = None) -> int:
     """Write a session atomically; returns its size in bytes.
@@ -321,7 +331,8 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     The file is written unnamed (O_TMPFILE), fsynced, read back with the reader's own
     checks, and only then put in place of the previous session: a save that fails, is
     interrupted or is killed at any point leaves the previous session as it was and no
-    temporary file behind.
+    temporary file behind. A device's state may be a :class:`Later`, finished after RAM
+    is written (its work runs beside the RAM write).
     """
     bulks = bulks or []
     versions = versions or {}
@@ -329,17 +340,24 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     remove_stale(folder, os.path.basename(path))
     small = [(CPU_KIND, 0, versions.get(("CPU ", 0), 1), json.dumps(cpu, separators=(",", ":")).encode())]
     for kind, instance, data in devices:
-        small.append((_kind_bytes(kind), instance, versions.get((kind, instance), 1), bytes(data)))
+        small.append((_kind_bytes(kind), instance, versions.get((kind, instance), 1),
+                       data if isinstance(data, Later) else bytes(data)))
     for kind, instance, _, data in small:
-        if len(data) > MAX_SMALL_CHUNK:
-            raise SessionError(f"cannot save: the state of {kind.decode()}/{instance} is {len(data)} bytes "
+        size = data.bound if isinstance(data, Later) else len(data)
+        if size > MAX_SMALL_CHUNK:
+            raise SessionError(f"cannot save: the state of {kind.decode()}/{instance} is {size} bytes "
                                f"(at most {MAX_SMALL_CHUNK}); nothing was written")
     nchunks = len(small) + len(bulks) + 1
     if nchunks > MAX_CHUNKS:
         raise SessionError(f"cannot save: {nchunks} chunks (at most {MAX_CHUNKS}); nothing was written")
     pos = HEADER_SIZE + nchunks * _ENTRY.size
-    entries, blobs = [], []
+    entries, blobs, later = [], [], []
     for kind, instance, version, data in small:
+        if isinstance(data, Later):
+            later.append((len(entries), data))
+            entries.append(Chunk(kind, instance, pos, data.bound, 0, version))
+            pos += data.bound
+            continue
         entries.append(Chunk(kind, instance, pos, len(data), zlib.crc32(data), version))
         blobs.append((pos, data))
         pos += len(data)
@@ -390,6 +408,16 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         while (runs := slices.get()) is not None:
             for off, length in runs:
                 pwrite_all(fd, ram[off:off + length], ram_offset + off)
+        for n, data in later:
+            try:
+                blob = data.finish()
+            except SessionError as e:
+                raise _Refused(str(e)) from None
+            if len(blob) > data.bound:
+                raise _Refused(f"the state of {entries[n].name} outgrew its {data.bound} bytes")
+            c = entries[n]
+            entries[n] = Chunk(c.kind, c.instance, c.offset, len(blob), zlib.crc32(blob), c.version)
+            pwrite_all(fd, blob, c.offset)
         os.fsync(fd)
         worker.join()
         entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0], 1))
@@ -409,6 +437,12 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         out.close()
         raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
                            f"(if any) is unchanged") from None
+    except _Refused as e:
+        stop.set()
+        worker.join()
+        out.discard()
+        out.close()
+        raise SessionError(f"cannot save: {e}; the previous session (if any) is unchanged") from None
     except SessionError as e:
         stop.set()
         worker.join()
@@ -428,6 +462,10 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         # of milliseconds for a big file; the save is complete, so another thread waits.
         threading.Thread(target=os.close, args=(previous,), daemon=True).start()
     return ram_offset + len(ram)
+
+
+class _Refused(Exception):
+    """A device could not finish its state: the save is refused with its message."""
 
 
 def _kind_bytes(kind: str) -> bytes:

@@ -17,7 +17,9 @@ import fcntl
 import os
 import secrets
 import stat
+import threading
 import zlib
+from typing import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
@@ -216,8 +218,9 @@ class NewFile:
         return os.path.join(self.folder, f".{os.path.basename(self.path)}.tmp.{os.getpid()}."
                                          f"{secrets.token_hex(6)}")
 
-    def publish(self) -> None:
-        """Put the (already fsynced) file at its name, replacing what was there."""
+    def publish(self, durable: bool = True) -> None:
+        """Put the (already fsynced) file at its name, replacing what was there.
+        ``durable=False`` (a cache that can be rebuilt) skips the folder's fsync."""
         if self._named is None:
             for _ in range(8):
                 name = self._temp_name()
@@ -232,7 +235,8 @@ class NewFile:
             self.discard()
             raise HostFileError(self.path, f"cannot write the {self.what}: {e.strerror}", e.errno) from None
         self._named = None
-        fsync_folder(self.folder)
+        if durable:
+            fsync_folder(self.folder)
 
     def discard(self) -> None:
         """Forget the file: nothing is left at any name."""
@@ -304,24 +308,92 @@ def read_limited(path: str, limit: int, *, what: str = "file") -> bytes:
         os.close(fd)
 
 
-def copy_range(src: int, src_off: int, dst: int, dst_off: int, length: int, crc: int = 0) -> int:
-    """Copy ``length`` bytes between files through a bounded buffer; returns the running CRC-32.
+KERNEL_STEP = 64 << 20            # in-kernel copies go in steps of this size (the checksum follows)
 
-    A source that ends early is an error (EIO), never a silent short copy.
-    """
-    buf = bytearray(min(COPY_STEP, max(length, 1)))
-    view = memoryview(buf)
+
+def kernel_copy(src: int, src_off: int, dst: int, dst_off: int, length: int,
+                done: Callable[[int], None] | None = None) -> None:
+    """Copy ``length`` bytes between files in the kernel (copy_file_range: no user buffer,
+    a reflink where the file system has them), else through a bounded buffer. ``done(pos)``
+    is told the destination offset reached after each step. A source that ends early is an
+    error (EIO), never a short copy."""
+    in_kernel = True
+    buf: memoryview | None = None
     while length:
-        n = min(length, len(buf))
-        got = os.preadv(src, [view[:n]], src_off)
-        if got != n:
-            raise OSError(errno.EIO, f"the data ends {length - got} bytes early")
-        crc = zlib.crc32(view[:n], crc)
-        pwrite_all(dst, view[:n], dst_off)
+        n = 0
+        if in_kernel:
+            try:
+                n = os.copy_file_range(src, dst, min(length, KERNEL_STEP), src_off, dst_off)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
+                    raise
+                in_kernel = False
+            else:
+                if n == 0:
+                    raise OSError(errno.EIO, f"the data ends {length} bytes early")
+        if not in_kernel:
+            if buf is None:
+                buf = memoryview(bytearray(min(COPY_STEP, length)))
+            n = os.preadv(src, [buf[:min(length, len(buf))]], src_off)
+            if n == 0:
+                raise OSError(errno.EIO, f"the data ends {length} bytes early")
+            pwrite_all(dst, buf[:n], dst_off)
         src_off += n
         dst_off += n
         length -= n
-    return crc
+        if done is not None:
+            done(dst_off)
+
+
+class ReadBehind:
+    """The CRC-32 of a range of a file being written, computed by a thread that reads back
+    each part as soon as it is written (``written(upto)``). The writer copies in the
+    kernel meanwhile; the checksum is of what the file holds, through one bounded buffer."""
+
+    def __init__(self, fd: int, start: int, crc: int = 0) -> None:
+        self.fd = fd
+        self.pos = start
+        self.limit = start
+        self.crc = crc
+        self._done = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="read-behind", daemon=True)
+        self._thread.start()
+
+    def written(self, upto: int) -> None:
+        with self._cond:
+            self.limit = upto
+            self._cond.notify()
+
+    def _run(self) -> None:
+        buf = memoryview(bytearray(COPY_STEP))
+        try:
+            while True:
+                with self._cond:
+                    while self.pos >= self.limit and not self._done:
+                        self._cond.wait()
+                    limit, done = self.limit, self._done
+                if self.pos >= limit and done:
+                    return
+                while self.pos < limit:
+                    n = os.preadv(self.fd, [buf[:min(len(buf), limit - self.pos)]], self.pos)
+                    if n <= 0:
+                        raise OSError(errno.EIO, f"the file ends at byte {self.pos}, before what was written")
+                    self.crc = zlib.crc32(buf[:n], self.crc)
+                    self.pos += n
+        except BaseException as e:
+            self._error = e
+
+    def finish(self) -> int:
+        """Wait for the thread to read everything written; the CRC-32."""
+        with self._cond:
+            self._done = True
+            self._cond.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.crc
 
 
 def crc_range(fd: int, offset: int, length: int) -> int:

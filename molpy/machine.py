@@ -222,7 +222,7 @@ class Machine:
         self.frontend.flush()
         devices, bulks = [], []
         for dev in self.devices:
-            devices.append((dev.kind, dev.instance, dev.save_state()))
+            devices.append((dev.kind, dev.instance, dev.save_later()))
             bulks += dev.save_bulk()
         return write_session(path, self.memory.view, self.cpu.get_state().as_dict(), devices,
                              self.config.config_checksum, bulks,

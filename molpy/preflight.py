@@ -38,15 +38,16 @@ def not_a_regular_file(path: str, what: str) -> str | None:
     return f"{path} is {_kind(st.st_mode)}, not a {what}"
 
 
-def problems(mconf, *, deep: bool = False) -> list[str]:
-    """Every problem a run of ``mconf`` would meet; ``deep`` also reads the files' contents."""
+def problems(mconf, *, deep: bool = False, notes: list[str] | None = None) -> list[str]:
+    """Every problem a run of ``mconf`` would meet; ``deep`` also reads the files' contents
+    (and a disk accepted by a content check adds a line to ``notes``)."""
     found: list[str] = []
     found += elf_problems("bootfile", mconf.bootfile, mconf, deep)
     found += elf_problems("of_image", mconf.of_image, mconf, deep)
     disks = disk_problems(mconf)
     found += disks
     found += cow_dir_problems(mconf)
-    found += session_problems(mconf, deep and not disks)   # the match needs the disks
+    found += session_problems(mconf, deep and not disks, notes)   # the match needs the disks
     return found
 
 
@@ -126,10 +127,15 @@ def cow_dir_problems(mconf) -> list[str]:
     return []
 
 
-def session_problems(mconf, deep: bool) -> list[str]:
+def session_problems(mconf, deep: bool, notes: list[str] | None = None) -> list[str]:
     path = mconf.session_file
     if not path:
         return []
+    if mconf.session_readonly:
+        from .drivers.disks import readonly_without_cow
+        writable = [readonly_without_cow(spec.path) for spec in mconf.blkdevs if not spec.readonly and not spec.cow]
+        if writable:
+            return writable
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return [f"session_file {path}: its folder {folder} does not exist"]
@@ -145,11 +151,11 @@ def session_problems(mconf, deep: bool) -> list[str]:
     if not mconf.session_readonly and not os.access(folder, os.W_OK | os.X_OK):
         found.append(f"session_file {path}: its folder {folder} is not writable (F12 could not save)")
     if st is not None:
-        found += session_match_problems(path, mconf)
+        found += session_match_problems(path, mconf, notes)
     return found
 
 
-def session_match_problems(path: str, mconf) -> list[str]:
+def session_match_problems(path: str, mconf, notes: list[str] | None = None) -> list[str]:
     """Whether the saved session in ``path`` would resume with the molrc's disks."""
     from .cli import CommandError
     from .commands.session import against_disks
@@ -160,7 +166,7 @@ def session_match_problems(path: str, mconf) -> list[str]:
     except SessionError as e:
         return [f"session_file: {e} (molpy run --fresh boots instead)"]
     try:
-        return [f"session_file {path}: {p}" for p in against_disks(s, mconf, deep=False)]
+        return [f"session_file {path}: {p}" for p in against_disks(s, mconf, deep=False, notes=notes)]
     except (SessionError, CommandError) as e:
         return [f"session_file {path}: {e}"]
     finally:

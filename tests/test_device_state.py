@@ -4,6 +4,7 @@ loads older versions, and versions outside a device's range are refused by name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import struct
 import zlib
@@ -115,7 +116,7 @@ def reseal_versions(data: bytes, versions: dict[bytes, int]) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("kind,version", [(b"ABLK", 3), (b"CONS", 99), (b"NVRM", 2), (b"CPU ", 2)])
+@pytest.mark.parametrize("kind,version", [(b"ABLK", 4), (b"CONS", 99), (b"NVRM", 2), (b"CPU ", 2)])
 def test_a_state_version_too_new_is_refused_naming_both(tmp_path, capsys, kind, version):
     conf = full_config(tmp_path)
     m = Machine(conf)
@@ -164,7 +165,8 @@ def test_version_1_states_of_the_previous_molpy_still_load(tmp_path):
     overlay = data[cowd[2]:cowd[2] + cowd[3]]
     for marker in doc["disks"]:
         marker["overlay"] = len(overlay)
-        del marker["boot"], marker["dev"]
+        del marker["boot"], marker["dev"], marker["region"]     # (added in versions 2 and 3)
+        marker["digest"] = hashlib.sha256(Path(marker["path"]).read_bytes()).hexdigest()
     text = json.dumps(doc).encode()
     v1_ablk = b"MPBK" + struct.pack(">HI", 1, len(text)) + text + overlay
     v1_cons = struct.pack(">I", 1) + b"k"

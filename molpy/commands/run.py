@@ -164,6 +164,9 @@ def announce_resume(machine, mconf, config, seconds: float) -> None:
                              f"from, was truncated or changed under the running guest")
     note(frontend, f"resumed session {path} ({seconds * 1000:.0f} ms)"
          + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+    for dev in machine.devices:                  # disks accepted by a content check
+        for text in getattr(dev, "notes", ()):
+            note(frontend, text)
     unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
     if unused:
         note(frontend, unused)
@@ -204,12 +207,18 @@ def save(machine, frontend) -> bool:
 def check(config, mconf, notes: list[str] | None = None) -> int:
     """``--check``: what a run would use, and every problem it would meet."""
     from ..molrc.errors import printable
+    from ..progress import bars_on_terminal
 
     if config.mol_tree is not None:
         describe_mol_config(config, mconf, notes or [])
     elif notes:
         print("\n".join(printable(f"note: {n}") for n in notes))
-    if report_problems(mconf):
+    bars_on_terminal()
+    disk_notes: list[str] = []
+    found = report_problems(mconf, disk_notes)
+    if disk_notes:
+        print("\n".join(printable(f"note: {n}") for n in disk_notes))
+    if found:
         return EXIT_USAGE
     name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
     print(printable(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
@@ -254,13 +263,14 @@ def describe_mol_config(config, mconf, notes: list[str]) -> None:
         say(n)
 
 
-def report_problems(mconf) -> list[str]:
-    """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr."""
+def report_problems(mconf, notes: list[str] | None = None) -> list[str]:
+    """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr;
+    disks accepted by a content check go to ``notes``."""
     from ..preflight import problems
 
     from ..molrc.errors import printable
 
-    found = problems(mconf, deep=True)
+    found = problems(mconf, deep=True, notes=notes)
     for problem in found:
         say(printable(f"molpy: error: {problem}"))
     return found
@@ -288,6 +298,8 @@ def main(args: argparse.Namespace) -> int:
         return check(config, mconf, notes)
     refuse_problems(mconf)
     setup_logging(args.log, args.verbose)
+    from ..progress import bars_on_terminal
+    bars_on_terminal()
     guard = current()
     with deferred():                 # raw mode and its undoing are set up as one step
         frontend = open_console()

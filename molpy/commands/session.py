@@ -83,6 +83,7 @@ def verify(args: argparse.Namespace) -> int:
 
     s = _open(args.file)
     problems: list[str] = []
+    notes: list[str] = []
     try:
         if not s.verify_ram():
             problems.append("the RAM chunk fails its checksum (the file is damaged)")
@@ -95,9 +96,13 @@ def verify(args: argparse.Namespace) -> int:
         for name in s.verify_bulk():
             problems.append(f"the chunk {name} fails its checksum (the file is damaged)")
         _, mconf = load_machine_config(args.config, args.set)
-        problems += against_disks(s, mconf, deep=args.deep)
+        from ..progress import bars_on_terminal
+        bars_on_terminal()
+        problems += against_disks(s, mconf, deep=args.deep, notes=notes)
     finally:
         s.close()
+    for n in notes:
+        print(f"molpy: {args.file}: note: {n}")
     if problems:
         for p in problems:
             print(f"molpy: {args.file}: {p}")
@@ -106,8 +111,9 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def against_disks(s, mconf, *, deep: bool) -> list[str]:
-    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing)."""
+def against_disks(s, mconf, *, deep: bool, notes: list[str] | None = None) -> list[str]:
+    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing).
+    Disks accepted by a content check (touched, or restored from a copy) add a line to ``notes``."""
     import dataclasses
 
     from ..drivers.block import BlockError
@@ -139,6 +145,10 @@ def against_disks(s, mconf, *, deep: bool) -> list[str]:
             version = versions.get((dev.kind, dev.instance), 0)
             problem = check_version(dev.kind, type(dev), version)
             problems += [problem] if problem else dev.verify_state(data, version or 1, deep=deep)
+            if notes is not None:
+                notes += getattr(dev, "notes", [])
+    except BlockError as e:                  # a disk that cannot be read for its content check
+        problems.append(str(e))
     finally:
         machine.close()
     return problems

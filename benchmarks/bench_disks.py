@@ -1,0 +1,165 @@
+"""Sessions at real disk sizes: F12 with a 16 GiB disk, and a session that holds a 1 GiB overlay.
+
+F12: the same machine (64 MiB RAM, 3/4 of it non-zero as in bench_session) saved with no
+disk and with a 16 GiB sparse disk attached -rw, on which the guest (bench.elf, SYNC_WRITE
+of 1 MiB requests) has just written 100 MiB. Two figures, because when the writes happened
+decides what is left to do at F12: "idle" saves after the guest has been idle for 2 s (the
+background thread has re-hashed the written regions and flushed the disk); "at once" saves
+right after the guest's last write (the 100 MiB are re-hashed and flushed during the save).
+Both are `Machine.save_session()` as F12 calls it, timed in the library.
+
+Overlay: a session save of a machine whose -cow overlay holds 1 GiB of changes, against a
+raw copy of the same bytes (copy_file_range of the overlay's data into a new file, then
+fsync: the save fsyncs too). Peak RSS of the saving process is read from VmHWM, reset
+just before the save.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+import time
+
+from molpy import boot
+from molpy.config import BlkdevSpec
+from molpy.drivers.raw import create_image
+from molpy.machine import Machine, MachineConfig, Stop
+
+RAM_MIB = 64
+DISK = 16 << 30
+WRITTEN_MIB = 100
+OVERLAY = 1 << 30
+REPEATS = 7
+BUF_BASE = 0x400000                # where bench.elf's disk mode takes its data from
+FILL_AT = 16 << 20
+
+
+def _fill_ram(m: Machine) -> None:
+    """3/4 of RAM non-zero (from 16 MiB up), as bench_session's saves."""
+    chunk = random.Random(RAM_MIB).randbytes(1 << 20)
+    for off in range(FILL_AT, (RAM_MIB << 20) * 3 // 4, 1 << 20):
+        m.memory.view[off:off + len(chunk)] = chunk
+
+
+def _f12(tmp: str, disk: bool, idle: float) -> float:
+    session = os.path.join(tmp, "f12.session")
+    specs, args = [], "spin 1"
+    if disk:
+        path = os.path.join(tmp, "big.img")
+        if os.path.exists(path):
+            os.unlink(path)
+        create_image(path, DISK)
+        specs, args = [BlkdevSpec(path=path, readonly=False)], f"disk sw 1024 {WRITTEN_MIB}"
+    m = Machine(MachineConfig(ram_mib=RAM_MIB, blkdevs=specs, session_file=session))
+    try:
+        m.boot(str(boot.bundled_guest("bench")), args)
+        m.memory.view[BUF_BASE:BUF_BASE + (1 << 20)] = random.Random(3).randbytes(1 << 20)
+        os.sync()                                     # no earlier run's data left to write back
+        stop = m.run()
+        assert stop is Stop.EXIT and m.exit_code == 0, (stop, m.exit_code)
+        _fill_ram(m)
+        time.sleep(idle)
+        t = time.perf_counter()
+        m.save_session()
+        return time.perf_counter() - t
+    finally:
+        m.close()
+
+
+def _overlay_machine(tmp: str) -> tuple[Machine, object]:
+    base = os.path.join(tmp, "base.img")
+    if not os.path.exists(base):
+        create_image(base, 2 * OVERLAY)
+    cow = os.path.join(tmp, "cow")
+    os.makedirs(cow, exist_ok=True)
+    m = Machine(MachineConfig(ram_mib=RAM_MIB, blkdevs=[BlkdevSpec(path=base, readonly=False, cow=True)],
+                              cow_dir=cow, session_file=os.path.join(tmp, "cow.session")))
+    backend = next(d for d in m.devices if d.kind == "ABLK").units[0].backend
+    chunk = memoryview(random.Random(5).randbytes(8 << 20))
+    for off in range(0, OVERLAY, len(chunk)):          # every other 8 MiB of a 2 GiB disk
+        backend.write(2 * off, chunk)
+    return m, backend
+
+
+def _hwm_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _status(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _overlay_save(tmp: str) -> tuple[float, float, float]:
+    """(seconds, RSS before in MiB, peak RSS during the save in MiB)."""
+    m, _ = _overlay_machine(tmp)
+    try:
+        os.sync()
+        before = _status("VmRSS")
+        _hwm_reset()
+        t = time.perf_counter()
+        m.save_session()
+        dt = time.perf_counter() - t
+        return dt, before, _status("VmHWM")
+    finally:
+        m.close()
+
+
+def _raw_copy(tmp: str) -> float:
+    """copy_file_range of the overlay's held bytes into a new file, then fsync."""
+    m, backend = _overlay_machine(tmp)
+    try:
+        extents = backend.block_status()
+        out = os.path.join(tmp, "raw.bin")
+        os.sync()
+        t = time.perf_counter()
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        pos = 0
+        for e in extents:
+            src, left = e.offset, e.count * 512
+            while left:
+                n = os.copy_file_range(e.fd, fd, left, src, pos)
+                src, pos, left = src + n, pos + n, left - n
+        os.fsync(fd)
+        os.close(fd)
+        dt = time.perf_counter() - t
+        os.unlink(out)
+        return dt
+    finally:
+        m.close()
+
+
+def run() -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="molpy-bench-") as tmp:
+        os.environ["MOLPY_HOME"] = os.path.join(tmp, "home")
+        _f12(tmp, False, 0)                                   # imports and file system warm
+        cases = {"none": (False, 0.0), "idle": (True, 2.0), "at once": (True, 0.0)}
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(REPEATS):                               # interleaved: the host's load drifts
+            for k, (disk, idle) in cases.items():
+                times[k].append(_f12(tmp, disk, idle))
+        none = statistics.median(times["none"])
+        for k, how in (("idle", "the guest idle for 2 s before F12"), ("at once", "F12 right after the last write")):
+            t = statistics.median(times[k])
+            rows.append({"name": f"F12, 64 MiB RAM, 16 GiB sparse disk with 100 MiB just written ({how})",
+                         "molpy": t, "reference": none, "unit": "s", "ratio": none / t, "target": ">= 0.9",
+                         "note": "reference: the same save with no disk attached"})
+        saves = [_overlay_save(tmp) for _ in range(3)]
+        save = statistics.median(s[0] for s in saves)
+        raw = statistics.median(_raw_copy(tmp) for _ in range(3))
+        rows.append({"name": "session save with a -cow overlay holding 1 GiB", "molpy": save, "reference": raw,
+                     "unit": "s", "ratio": raw / save, "target": ">= 0.8",
+                     "note": "reference: copy_file_range of the same bytes into a new file + fsync"})
+        before, peak = max(s[1] for s in saves), max(s[2] for s in saves)
+        rows.append({"name": "peak RSS during that save", "molpy": peak, "reference": before, "unit": "MiB",
+                     "ratio": None, "target": "bounded",
+                     "note": f"reference: RSS before the save; the save adds {peak - before:.0f} MiB "
+                             f"(VmHWM, reset before the save)"})
+    return rows
