@@ -46,6 +46,7 @@ IDLE_POLL = 0.1                 # the background thread looks for stale regions 
 SETTLE = 0.05                   # ... and lets a burst of writes finish before it reads them
 FLUSH_AFTER = 1.0               # a disk the guest stopped writing this long ago is flushed
 CACHE_DIR = "digests"
+MAX_CACHED = 64                 # cache entries kept (one per disk, at most 2 MiB each)
 _CACHE = struct.Struct(">8sIIQQQqqQI32s")
 CACHE_MAGIC = b"MOLPYDGC"
 CACHE_VERSION = 1
@@ -194,6 +195,7 @@ class DiskDigests:
         else:
             self.stale[a:b + 1] = b"\1" * (b + 1 - a)
         self.writes += 1
+        self.plain = None
 
     # -- filling the digests --
 
@@ -355,8 +357,8 @@ class DiskDigests:
             return self.root()
         return wait
 
-    def finish(self, workers: int = 2) -> str:
-        return self.finish_later(workers)()
+    def finish(self, workers: int = 2, label: str | None = None) -> str:
+        return self.finish_later(workers, label)()
 
     def root(self) -> str:
         return root_of(self.size, self.region, self.digests)
@@ -514,3 +516,17 @@ def write_cache(folder: str, fd: int, size: int, region: int, digests: bytes | b
         raise
     finally:
         out.close()
+    _prune(os.path.join(folder, CACHE_DIR))
+
+
+def _prune(folder: str) -> None:
+    """Keep the MAX_CACHED most recently written entries (disks come and go)."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(".digest") and e.is_file(follow_symlinks=False)]
+        if len(entries) <= MAX_CACHED:
+            return
+        entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+        for e in entries[:len(entries) - MAX_CACHED]:
+            os.unlink(e.path)
+    except OSError:
+        pass

@@ -216,7 +216,6 @@ class OsiBlk(Device):
         self._loaded_overlays: dict[int, tuple[Any, int, int | None]] = {}   # unit -> (read, length, crc)
         self._bulk: dict[tuple[str, int], BulkRef] = {}
         self._warned: set[str] = set()
-        self._following = False            # disk digests kept up to date while the guest runs
         self._checked: set[int] = set()    # units whose contents the last check read
         self.notes: list[str] = []         # disks accepted by a content check (one line each)
         for u in units:
@@ -652,8 +651,8 @@ class OsiBlk(Device):
             if now.size == saved.size and m["digest"]:
                 self._checked.add(m["unit"])
                 if self._same_contents(u, m, version, deep):
-                    self.notes.append(f"disk {path}: {'; '.join(changes)}, but its contents are the ones the "
-                                      f"session was saved with (checked)")
+                    self.notes.append(f"disk {path}: {'; '.join(changes)}; its contents are still the ones "
+                                      f"the session was saved with (checked)")
                     continue
                 changes.append("its contents differ (checked)")
             problems.append(f"disk {path} changed: {'; '.join(changes)}. The saved session no longer "
@@ -676,7 +675,6 @@ class OsiBlk(Device):
     def follow_disks(self) -> None:
         """Keep every disk's digests up to date while the guest runs, so that F12 reads
         only what is left (called when the session may be saved)."""
-        self._following = True
         for u in self.units:
             self._digests(u).start_background()
 
@@ -690,16 +688,18 @@ class OsiBlk(Device):
             disk = u.backend.disk()
             d = DiskDigests(disk.fd, disk.size, disk.path, region=m["region"], block_device=not disk.regular)
             d.load_cache(self.ctx.data_dir())
-        cached = d.known and not deep and d.stale.find(1) < 0 and (d.plain if plain else True)
-        if not cached:
-            try:
-                d.compute(f"checking {os.path.basename(m['path'])}", plain=plain)
-            except OSError as e:
-                raise BlockError(str(e)) from None
-            d.save_cache(self.ctx.data_dir())
-            if self._following and d is u.digests:
-                d.start_background()
-        return (d.plain if plain else d.root()) == m["digest"]
+        label = f"checking {os.path.basename(m['path'])}"
+        try:
+            if plain:
+                if deep or d.plain is None:
+                    d.compute(label, plain=True)
+                found = d.plain
+            else:        # known: from the cache or the background thread; what is stale is read
+                found = d.finish(label=label) if d.known and not deep else d.compute(label)
+        except OSError as e:
+            raise BlockError(str(e)) from None
+        d.save_cache(self.ctx.data_dir())
+        return found == m["digest"]
 
     def reset(self) -> None:
         """Back to the state last loaded: the ring registers and every cow overlay."""

@@ -390,9 +390,28 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
                 return
             crc_box[0] = ram_checksum(ram, runs, crc_box[0])
 
+    pending = [data for _, data in later]         # Laters not finished yet
+
+    def settle() -> None:
+        """A save that fails leaves no device work under way."""
+        for data in pending:
+            try:
+                data.finish()
+            except Exception:
+                pass
+
+    def abandon() -> None:
+        """Leave nothing behind: no file, no thread."""
+        stop.set()
+        worker.join()
+        out.discard()
+        out.close()
+        settle()
+
     try:
         out = NewFile(path, what="session")
     except HostFileError as e:
+        settle()
         raise SessionError(f"cannot write the session {path}: {e.reason}; the previous session (if any) "
                            f"is unchanged") from None
     fd = out.fd
@@ -409,6 +428,7 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
             for off, length in runs:
                 pwrite_all(fd, ram[off:off + length], ram_offset + off)
         for n, data in later:
+            pending.remove(data)
             try:
                 blob = data.finish()
             except SessionError as e:
@@ -431,30 +451,18 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
         previous = _hold(path)
         out.publish()
     except OSError as e:
-        stop.set()
-        worker.join()
-        out.discard()
-        out.close()
+        abandon()
         raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
                            f"(if any) is unchanged") from None
     except _Refused as e:
-        stop.set()
-        worker.join()
-        out.discard()
-        out.close()
+        abandon()
         raise SessionError(f"cannot save: {e}; the previous session (if any) is unchanged") from None
     except SessionError as e:
-        stop.set()
-        worker.join()
-        out.discard()
-        out.close()
+        abandon()
         raise SessionError(f"cannot save: the file written fails the resume checks ({e}); the previous "
                            f"session (if any) is unchanged") from None
     except BaseException:
-        stop.set()
-        worker.join()
-        out.discard()
-        out.close()
+        abandon()
         raise
     out.close()
     if previous is not None:
