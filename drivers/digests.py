@@ -79,7 +79,10 @@ def _progress(label: str, total: int) -> ContextManager[Progress]:
 
 
 class DigestError(OSError):
-    """The disk could not be read for its digest; ``str()`` names it."""
+    """The disk could not be read for its digest; ``str()`` is one line naming it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def region_size(size: int) -> int:

@@ -530,14 +530,27 @@ class OsiBlk(Device):
         """The markers now; their digests are finished on every core while the session
         layer writes RAM (only the regions written since they were last known are read)."""
         disks, jobs = [], []
-        for i, u in enumerate(self.units):
-            u.flush()
-            m = self.marker(u, i)
-            d = self._digests(u)
-            m["region"] = d.region
-            m["digest"] = "0" * 64                   # (the digest's width, for the bound)
-            jobs.append(d.finish_later())
-            disks.append(m)
+        try:
+            for i, u in enumerate(self.units):
+                try:
+                    u.flush()
+                except OSError as e:
+                    raise SessionError(f"disk {u.backend.path}: cannot flush it: {e.strerror}") from None
+                m = self.marker(u, i)
+                d = self._digests(u)
+                m["region"] = d.region
+                m["digest"] = "0" * 64                   # (the digest's width, for the bound)
+                jobs.append(d.finish_later())
+                disks.append(m)
+        except BaseException as e:
+            for job in jobs:                             # the disks started are not left paused
+                try:
+                    job()
+                except OSError:
+                    pass
+            if isinstance(e, OSError):
+                raise SessionError(str(e)) from None
+            raise
         ring = self.ring.as_dict()
 
         def encode() -> bytes:
@@ -622,7 +635,7 @@ class OsiBlk(Device):
         """What keeps the saved disks from matching the ones attached now. A disk whose
         identity changed (touched, restored from a copy) but not its size is read, and
         accepted with a note (``self.notes``) when its contents are the saved ones."""
-        self._checked: set[int] = set()
+        self._checked = set()
         if len(disks) != len(self.units):
             saved = ", ".join(m["path"] for m in disks) or "none"
             now = ", ".join(u.backend.identity().path for u in self.units) or "none"
