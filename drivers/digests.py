@@ -45,6 +45,7 @@ DIGEST = 32
 IDLE_POLL = 0.1                 # the background thread looks for stale regions this often (s)
 SETTLE = 0.05                   # ... and lets a burst of writes finish before it reads them
 FLUSH_AFTER = 1.0               # a disk the guest stopped writing this long ago is flushed
+BATCH = 64 << 20                # ... checked again after at most this much hashing
 CACHE_DIR = "digests"
 MAX_CACHED = 64                 # cache entries kept (one per disk, at most 2 MiB each)
 _CACHE = struct.Struct(">8sIIQQQqqQI32s")
@@ -245,9 +246,11 @@ class DiskDigests:
             self._inflight += 1
             return i
 
-    def _drain(self, background: bool, progress: Progress | None = None) -> None:
+    def _drain(self, background: bool, progress: Progress | None = None, limit: int = -1) -> None:
+        """Hash stale regions until none is left (or ``limit`` regions are done)."""
         buf = memoryview(bytearray(self.region))
-        while (i := self._take(background)) >= 0:
+        while limit and (i := self._take(background)) >= 0:
+            limit -= 1
             try:
                 off = i * self.region
                 n = min(self.region, self.size - off)
@@ -281,28 +284,21 @@ class DiskDigests:
     # -- the background thread --
 
     def start_background(self) -> None:
-        """Keep the digests up to date while the guest runs, at low priority: the first
-        pass hashes what the cache did not give, then stale regions as they come, and a
+        """Keep the digests up to date while the guest runs: the first pass hashes what
+        the cache did not give, then stale regions as they come, and a
         disk the guest stopped writing is flushed (write-behind)."""
         if self._background is None:
             self._background = threading.Thread(target=self._follow, name=f"digests {self.path}", daemon=True)
             self._background.start()
 
     def _follow(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except OSError:
-            pass
-        seen, seen_at, flushed = self.writes, time.monotonic(), self.writes
+        # (not niced: a thread the host delays while it holds the GIL would stall the guest)
+        seen, seen_at, flushed, settled = self.writes, time.monotonic(), self.writes, -1
         try:
             with self._lock:
                 if not self.known:
                     self._prime()
             while not self._stop.is_set():
-                if not self._paused and self.stale.find(1) >= 0:
-                    self._stop.wait(SETTLE)             # let a burst of writes end first
-                    self._drain(True)
-                    continue
                 # write-behind: flush a disk the guest stopped writing a while ago, so
                 # that F12's flush finds nothing left to do
                 if self.writes != seen:
@@ -311,6 +307,12 @@ class DiskDigests:
                     if self.flush_disk is not None:
                         self.flush_disk()
                     flushed = seen
+                if not self._paused and self.stale.find(1) >= 0:
+                    if self.writes != settled:          # the guest writes: let the burst end first
+                        settled = self.writes
+                        self._stop.wait(SETTLE)
+                    self._drain(True, limit=BATCH // self.region or 1)
+                    continue
                 self._stop.wait(IDLE_POLL)
         except BaseException as e:          # reported by the next finish; the guest goes on
             self._error = e
