@@ -285,8 +285,8 @@ class DiskDigests:
 
     def start_background(self) -> None:
         """Keep the digests up to date while the guest runs: the first pass hashes what
-        the cache did not give, then stale regions as they come, and a
-        disk the guest stopped writing is flushed (write-behind)."""
+        the cache did not give, then stale regions as they come; a disk the guest stopped
+        writing is flushed (write-behind)."""
         if self._background is None:
             self._background = threading.Thread(target=self._follow, name=f"digests {self.path}", daemon=True)
             self._background.start()
