@@ -105,8 +105,11 @@ class Machine:
     # -- boot --
 
     def boot(self, bootfile: str | None = None, boot_args: str | None = None) -> None:
-        """Load the guest ELF and set the entry registers (a fresh start)."""
-        path = bootfile or self.config.bootfile or str(boot.demo_guest())
+        """Load the guest ELF and set the entry registers (a fresh start).
+
+        What boots: ``bootfile`` given here, else molpy's ``bootfile`` key, else MOL's
+        firmware (``of_image``, as MOL's newworld boot did), else the bundled demo guest."""
+        path = bootfile or self.config.bootfile or self.config.of_image or str(boot.demo_guest())
         args = self.config.boot_args if boot_args is None else boot_args
         state = boot.load(self.memory, path, args)
         self.cpu.set_state(state)

@@ -275,3 +275,27 @@ def test_mols_firmware_session_resumes_into_the_guest(mol, disks, tmp_path):
     assert r.exit_code == 6 and "disk 1: 32768 sectors (16384 KiB) read-only boot" in text
     # what the firmware set (disk@0:0 here, though it booted disk 1) is still there
     assert tree.find_path(b"/chosen").prop(b"bootpath") == bootpath == b"/pci/pci-bridge/mol-blk@0/disk@0:0\0"
+
+
+def test_molpy_run_boots_of_image_and_shows_the_guest_log_with_v(disks, tmp_path):
+    """`molpy run` boots MOL's ``of_image`` key (here minifw, our own firmware-like guest),
+    and with -v shows what a guest prints through LOG_PUTC (where MOL's firmware talks)."""
+    import sys
+
+    def run(rc, *extra):
+        return subprocess.run([sys.executable, "-m", "molpy", "run", "-f", str(rc), "--log",
+                               str(tmp_path / "log"), *extra], input=b"exit 5\n", capture_output=True,
+                              timeout=120)
+
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 64\nof_image: {bundled_guest('minifw')}\noftree: {disks['tree']}\n"
+                  f"blkdev: {disks['boot']}\nmacos_rompath_: \"System Folder/Mac OS ROM\"\n")
+    r = run(rc)
+    assert r.returncode == 5, r.stderr.decode()
+    assert b"Loading 'Mac OS ROM' (System Folder/Mac OS ROM)" in r.stdout and b"molpy demo guest" in r.stdout
+    assert b"warning" not in r.stderr, r.stderr.decode()      # every key of this molrc is served
+    rc.write_text(f"ram_size: 16\nbootfile: {bundled_guest('osi_calls')}\n")
+    for verbose in (True, False):
+        r = run(rc, *(["-v"] if verbose else []))
+        assert (b"log: hello log 42" in r.stderr) == verbose, r.stderr.decode()
+    assert "hello log 42" in (tmp_path / "log").read_text()
