@@ -39,7 +39,7 @@ class GuestFault:
             lines.append(f"  {self.detail}")
         lines.append(f"  pc  0x{self.pc:08x}: {disassemble(self.insn, self.pc)}")
         if self.insn_note:
-            lines.append(f"  pc  {self.insn_note}")
+            lines.append(f"      ({self.insn_note})")
         s = self.state
         if s is not None:
             for row in range(8):
@@ -75,8 +75,6 @@ def instruction_at(state: CpuState, ram, pc: int) -> tuple[int | None, str]:
     from .mmu import FETCH, MmuState, read_word
 
     word, t = read_word(MmuState.from_cpu_state(state), ram, pc, FETCH)
-    if t.phys is None:
-        return None, f"not readable: {t.describe()}"
     if word is None:
-        return None, f"not readable: {t.describe()}, outside RAM"
-    return word, "" if t.via == "real mode" else f"is virtual: {t.describe()}"
+        return None, f"not readable: {t.describe()}{'' if t.phys is None else ', outside RAM'}"
+    return word, "" if t.via == "real mode" else f"virtual address: {t.describe()}"

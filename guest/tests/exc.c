@@ -18,6 +18,12 @@
  *   session P  MMU on and a 2 ms decrementer: P phases of demand paging, each waiting for
  *              3 more ticks; deterministic output (for save/resume in another process)
  *   dec-once MS  arms the decrementer for MS ms, prints "armed", exits 0 at the tick
+ *   timers     MOL's OSI selectors 92 and 93 on a list of values
+ *   badmap     an illegal instruction at a virtual address whose physical twin is a nop,
+ *              with no program handler (the fault report must name the right word)
+ *   noisi      an ISI with no ISI handler
+ *   highmap    code at virtual 0xFFFF0FFC, mapped by a BAT
+ *   codechange the host rewrites code (OSI 201, served by the test) with the MMU on
  *   bench-dsi N / bench-sc N / bench-prog N   N page faults / system calls / illegal
  *              instructions, for benchmarks */
 #include "libc.h"
@@ -131,8 +137,10 @@ static unsigned long new_page(void)
     return p;
 }
 
-/* BAT0 maps RAM 1:1 (kernel, vectors, stack, page table), segments 4-7 go through the table */
-static void mmu_on(void)
+/* BAT0 maps RAM 1:1 (kernel, vectors, stack, page table), segments 4-6 go through the table.
+ * holes: BAT0 maps only the first 4 MiB and BAT1 the top half of RAM (the stack), so the
+ * page pool (4 MiB up) has no virtual address but what the page table gives it. */
+static void mmu_on_layout(int holes)
 {
     memset((void *)HTAB, 0, 0x10000);
     mtspr(SPR_SDR1, HTAB);
@@ -142,12 +150,25 @@ static void mmu_on(void)
             sr |= 0x10000000;                             /* no-execute */
         mtsr(i << 28, sr);
     }
-    unsigned long bl = ((boot_ram_size >> 17) - 1) & 0x7FF;   /* RAM size is a power of 2 */
+    unsigned long size = holes ? 4UL << 20 : boot_ram_size;  /* RAM size is a power of 2 */
+    unsigned long bl = ((size >> 17) - 1) & 0x7FF;
     mtspr(SPR_IBAT0U, bl << 2 | 2);
     mtspr(SPR_IBAT0L, 2);
     mtspr(SPR_DBAT0U, bl << 2 | 2);
     mtspr(SPR_DBAT0L, 2);
+    if (holes) {
+        unsigned long half = boot_ram_size / 2, bl1 = ((half >> 17) - 1) & 0x7FF;
+        mtspr(SPR_IBAT0U + 2, half | bl1 << 2 | 2);
+        mtspr(SPR_IBAT0L + 2, half | 2);
+        mtspr(SPR_DBAT0U + 2, half | bl1 << 2 | 2);
+        mtspr(SPR_DBAT0L + 2, half | 2);
+    }
     mtmsr(mfmsr() | MSR_IR | MSR_DR);
+}
+
+static void mmu_on(void)
+{
+    mmu_on_layout(0);
 }
 
 /* -------- handlers (real mode, FP off: integer code only) -------- */
@@ -528,6 +549,87 @@ static int t_dec_once(unsigned long ms)
     return 0;
 }
 
+/* MOL's timer selectors: time base ticks -> microseconds, and back */
+static int t_timers(void)
+{
+    static const unsigned long ticks[] = { 0, 1, 25, 1000, 25000000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF };
+    static const unsigned long usecs[] = { 0, 1, 1000, 1000000, 0x7FFFFFFF, 0xFFFFFFFF };
+    for (unsigned i = 0; i < sizeof ticks / sizeof *ticks; i++)
+        printf("92 %lx -> %lx\n", ticks[i], (unsigned long)osi_call(92, ticks[i], 0, 0, 0, 0, 0));
+    for (unsigned i = 0; i < sizeof usecs / sizeof *usecs; i++)
+        printf("93 %lx -> %lx\n", usecs[i], (unsigned long)osi_call(93, usecs[i], 0, 0, 0, 0, 0));
+    return 0;
+}
+
+static void wipe_vector(unsigned long v)
+{
+    for (unsigned long a = v; a < v + 0x100; a += 4)
+        poke(a, 0);
+    flush_code((void *)v, 0x100);
+}
+
+/* a fault at a virtual PC whose physical twin holds another instruction */
+#define TWIN_VA 0x00500000UL
+static int t_badmap(void)
+{
+    unsigned long page = new_page();
+    poke(page, 0x0000abcd);                      /* illegal, at the physical page */
+    poke(TWIN_VA, 0x60000000);                   /* a nop at the physical address = the VA */
+    flush_code((void *)page, 4);
+    flush_code((void *)TWIN_VA, 4);
+    wipe_vector(0x700);
+    mmu_on_layout(1);
+    map_page(TWIN_VA, page, 2);
+    ((void (*)(void))TWIN_VA)();
+    printf("still running\n");
+    return 1;
+}
+
+/* an ISI with no ISI handler */
+static int t_noisi(void)
+{
+    wipe_vector(0x400);
+    mmu_on();
+    ((void (*)(void))CODE_VA)();
+    printf("still running\n");
+    return 1;
+}
+
+/* code at virtual 0xFFFF0FFC (IBAT1: 0xFFFE0000 -> 6 MiB) runs like any other */
+static int t_highmap(void)
+{
+    unsigned long phys = 0x00600000UL + 0x10FFC;
+    poke(phys, 0x38600007);                      /* li r3, 7 */
+    poke(phys + 4, 0x4E800020);                  /* blr */
+    flush_code((void *)phys, 8);
+    mtspr(SPR_IBAT0U + 2, 0xFFFE0000UL | 2);
+    mtspr(SPR_IBAT0L + 2, 0x00600000UL | 2);
+    mmu_on();
+    int r = ((int (*)(void))0xFFFF0FFCUL)();
+    check(1, r == 7);
+    printf("high virtual code returned %d\n", r);
+    return 0;
+}
+
+/* a host write over code that ran, while the MMU is on and the code's physical page has
+ * no virtual address of its own (OSI selector 201 is the test's "device") */
+static int t_codechange(void)
+{
+    code_page = new_page();
+    poke(code_page, 0x38600001);                 /* li r3, 1 */
+    poke(code_page + 4, 0x4E800020);             /* blr */
+    flush_code((void *)code_page, 8);
+    mmu_on_layout(1);
+    map_page(CODE_VA, code_page, 2);
+    int (*fn)(void) = (int (*)(void))CODE_VA;
+    int first = fn();
+    osi_call(201, code_page, 0, 0, 0, 0, 0);     /* the host writes li r3, 2 there */
+    int second = fn();
+    check(1, first == 1 && second == 2);
+    printf("code before %d, after the host's write %d\n", first, second);
+    return 0;
+}
+
 static int t_bench(const char *what, unsigned long n)
 {
     bench = 1;
@@ -575,10 +677,16 @@ int main(unsigned long ram_size, const char *args)
     else if (!strcmp(what, "novector")) r = t_novector();
     else if (!strcmp(what, "session")) r = t_session(n ? n : 6);
     else if (!strcmp(what, "dec-once")) r = t_dec_once(n ? n : 100);
+    else if (!strcmp(what, "timers")) r = t_timers();
+    else if (!strcmp(what, "badmap")) r = t_badmap();
+    else if (!strcmp(what, "noisi")) r = t_noisi();
+    else if (!strcmp(what, "highmap")) r = t_highmap();
+    else if (!strcmp(what, "codechange")) r = t_codechange();
     else if (!strncmp(what, "bench-", 6)) r = t_bench(what, n);
     else {
         printf("usage: program|fpu|syscall|align|mmu|dec N|mftb|trace|external|double|novector|"
-               "session P|dec-once MS|bench-dsi N|bench-sc N|bench-prog N\n");
+               "session P|dec-once MS|timers|badmap|noisi|highmap|codechange|"
+               "bench-dsi N|bench-sc N|bench-prog N\n");
         return 2;
     }
     if (r)
