@@ -65,7 +65,7 @@ class TimeSites:
     def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, timebase: TimeBase,
                  on_dec_write, on_error) -> None:
         self.cpu, self.env, self.ram, self.timebase = cpu, env, ram, timebase
-        self.on_dec_write = on_dec_write         # called with DEC's new next crossing (host ns)
+        self.on_dec_write = on_dec_write         # called after a hooked mtdec
         self.on_error = on_error
         self.sites: dict[int, int] = {}          # hooked address -> word there in the latest block
         self._new: dict[int, int] = {}
