@@ -24,7 +24,7 @@ from molpy.cpu import Cpu, CpuState
 from molpy.cpuenv import CpuEnv
 from molpy.machine import Machine, MachineConfig, Stop
 from molpy.timebase import TimeBase
-from molpy.timesites import TimeSites
+from molpy.sites import Sites
 
 from .bench_core import _bare
 from .guest_run import timed_run
@@ -104,7 +104,7 @@ def _blocks(with_finder: bool) -> float:
         ram = memoryview(bytearray(size))
         ram[0x1000:end] = code
         errors: list = []
-        sites = TimeSites(cpu, env, ram, TimeBase(), lambda: None, errors.append)
+        sites = Sites(cpu, env, ram, TimeBase(), lambda: None, errors.append)
     times = []
     for _ in range(5):
         cpu.set_state(CpuState(msr=0x3000, pc=0x1000))

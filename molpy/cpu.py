@@ -27,6 +27,7 @@ from unicorn.unicorn_py3 import unicorn as _ucmod
 uclib = _lib = ctypes.CDLL(_ucmod.uclib._name)
 # uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2 arguments), begin, end), as unicorn.h builds it
 _CTL_REMOVE_CACHE = UC.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (UC.UC_CTL_IO_WRITE << 30)
+_CTL_TLB_FLUSH = UC.UC_CTL_TLB_FLUSH | (UC.UC_CTL_IO_WRITE << 30)
 
 SCRATCH_BASE = 0xFFFF0000          # host-only page: stubs and their data
 _READ_STUB = SCRATCH_BASE
@@ -236,7 +237,7 @@ class Cpu:
         self._msr = RegisterFile(self.uch, [P.UC_PPC_REG_MSR])
         self.in_stub = False
         self._hooks: list = []
-        # Unicorn's UC_HOOK_EDGE_GENERATED (molpy.timesites) is silent until one block has
+        # Unicorn's UC_HOOK_EDGE_GENERATED (molpy.sites) is silent until one block has
         # returned normally; the stubs end at their exit address instead, so run one here.
         self._run_stub(_WARM_UP, _WARM_UP_CODE)
 
@@ -331,6 +332,12 @@ class Cpu:
         self._run_stub(_WRITE_STUB, _WRITE_CODE, data=data)
         self._restore_basic(s.gpr, s.fpr, s.cr, s.lr, s.ctr, s.fpscr, s.msr, s.pc)
         self.uc.ctl_flush_tb()
+        self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        """Forget every cached translation: Unicorn keeps BAT translations in its TLB and does
+        not drop them when only a lower BAT register changes (mtspr or a restored context)."""
+        _lib.uc_ctl(self.uch, _CTL_TLB_FLUSH)
 
     def _restore_basic(self, gpr, fpr, cr, lr, ctr, fpscr, msr, pc) -> None:
         self._gprs.write(gpr)

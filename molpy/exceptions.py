@@ -79,9 +79,9 @@ def alignment_dsisr(word: int) -> int:
 class ExceptionUnit:
     """Delivers the guest's exceptions; owns the external interrupt lines."""
 
-    def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, time_sites) -> None:
-        self.cpu, self.env, self.ram, self.time_sites = cpu, env, ram, time_sites
-        self.timebase = time_sites.timebase
+    def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, sites) -> None:
+        self.cpu, self.env, self.ram, self.sites = cpu, env, ram, sites
+        self.timebase = sites.timebase
         self.raised: int | None = None      # set by the interrupt hook, taken by deliver_raised
         self.lines: set[str] = set()         # asserted external interrupt sources
         self.delivered = 0

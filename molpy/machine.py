@@ -32,7 +32,7 @@ from .osi import OsiDispatcher
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
 from .timebase import TimeBase, parse_state
-from .timesites import TimeSites
+from .sites import Sites
 
 SLICE_US = 10_000                       # 10 ms: keys are seen well within 100 ms
 # A booted guest's time base starts at 0 and its decrementer at 0xFFFFFFFF: it passes
@@ -110,9 +110,9 @@ class Machine:
         self.cpuenv = CpuEnv(self.cpu)
         self.timebase = TimeBase()
         self._timer = SliceTimer(self.cpu.uch)
-        self.time_sites = TimeSites(self.cpu, self.cpuenv, self.memory.view, self.timebase,
+        self.sites = Sites(self.cpu, self.cpuenv, self.memory.view, self.timebase,
                                     self._on_dec_write, self._on_error)
-        self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.time_sites)
+        self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.sites)
         self._saved_time: dict | None = None
         self.osi = OsiDispatcher(self.cpu, self.exceptions.on_interrupt, self._on_error)
         self.timebase.register_osi(self.osi)
@@ -149,7 +149,7 @@ class Machine:
     def run(self, seconds: float | None = None) -> Stop:
         """Run the guest until it exits, faults, or the front-end or the time budget stops it."""
         frontend = self.frontend
-        exceptions, sites, timer = self.exceptions, self.time_sites, self._timer
+        exceptions, sites, timer = self.exceptions, self.sites, self._timer
         deadline = None if seconds is None else time.monotonic() + seconds
         poll_at = time.monotonic_ns() + self.slice_us * 1000
         while True:
@@ -238,7 +238,7 @@ class Machine:
         now = self.timebase.clock()
         self.timebase.load(tb, now)
         env = self.cpuenv.load()
-        self.time_sites.sync(env, now, adopt=True)
+        self.sites.sync(env, now, adopt=True)
         env.store()
 
     # -- sessions --
@@ -331,9 +331,10 @@ class Machine:
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()
         self.cpu.uc.context_restore(self._saved_context)
+        self.cpu.flush_tlb()
         self.timebase.load(self._saved_time)
         env = self.cpuenv.load()
-        self.time_sites.sync(env, self.timebase.clock(), adopt=True)
+        self.sites.sync(env, self.timebase.clock(), adopt=True)
         env.store()
         self.exceptions.reset()
         for dev in self.devices:
@@ -346,7 +347,7 @@ class Machine:
             dev.close()
         self.devices = []
         self._timer.close()
-        self.time_sites.close()
+        self.sites.close()
         self.cpuenv.close()
         self.cpu.uc.mem_unmap(0, self.memory.size)
         self.memory.close()

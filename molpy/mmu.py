@@ -18,6 +18,7 @@ MASK = 0xFFFFFFFF
 MSR_PR = 0x4000
 MSR_IR = 0x20
 MSR_DR = 0x10
+MSR_LE = 0x1
 
 FETCH = "fetch"
 LOAD = "load"
@@ -88,9 +89,10 @@ def translate(state: MmuState, ram, ea: int, access: str) -> Translation:
     for i, (upper, lower) in enumerate(state.dbat if data else state.ibat):
         if not upper & (1 if user else 2):          # Vp / Vs
             continue
-        block = ((upper >> 2) & 0x7FF) << 17
-        keep = ~block & 0xFFFE0000
-        if (ea & keep) != (upper & keep):
+        # BL masks the effective address (BEPI bits under the mask never match) and BRPN
+        # (its bits under the mask are ignored), as Unicorn's 750 does
+        keep = ~(((upper >> 2) & 0x7FF) << 17) & 0xFFFE0000
+        if (ea & keep) != (upper & 0xFFFE0000):
             continue
         pp = lower & 3
         if pp == 0 or (access == STORE and pp != 2):
@@ -126,8 +128,13 @@ def translate(state: MmuState, ram, ea: int, access: str) -> Translation:
 
 
 def read_word(state: MmuState, ram, ea: int, access: str = FETCH) -> tuple[int | None, Translation]:
-    """The big-endian word at virtual ``ea``, or None when it has no translation or is outside RAM."""
+    """The word at virtual ``ea`` (None: no translation, or outside RAM).
+
+    An instruction is read as the CPU fetches it: byte-swapped in little-endian mode
+    (MSR[LE]), as Unicorn's 750 does.
+    """
     t = translate(state, ram, ea, access)
     if t.phys is None or t.phys + 4 > len(ram):
         return None, t
-    return int.from_bytes(ram[t.phys:t.phys + 4], "big"), t
+    little = access == FETCH and state.msr & MSR_LE
+    return int.from_bytes(ram[t.phys:t.phys + 4], "little" if little else "big"), t

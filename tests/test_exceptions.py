@@ -135,7 +135,7 @@ def test_time_base_advances(machines):
                                             r"1 ms busy wait \((\d+) reads\)", out).groups())
     assert sleep >= 0.01 * TB_FREQ                      # the host slept 10 ms: TB saw it
     assert busy >= 25000 and reads >= 2                 # a busy wait on mftb ends
-    assert m.time_sites.sites                            # ... through hooked mftb sites
+    assert m.sites.sites                            # ... through hooked mftb sites
 
 
 def test_trace_single_steps(machines):
@@ -213,6 +213,14 @@ def test_host_write_over_code_with_the_mmu_on(machines):
     m.osi.register(201, rewrite, 1, "test")
     out = run_ok(m)
     assert "code before 1, after the host's write 2" in out
+
+
+def test_a_lower_bat_write_takes_effect(machines):
+    """Unicorn keeps a BAT translation in its TLB across an mtspr to the lower BAT register."""
+    m = machines("batswap")
+    out = run_ok(m)
+    assert "dbat1 lower rewritten: aaaa then bbbb" in out
+    assert any(w >> 26 == 31 and ((w >> 16) & 0x1F | (w >> 6) & 0x3E0) == 539 for w in m.sites.sites.values())
 
 
 def mol_mticks_to_usecs(mticks: int) -> int:

@@ -24,6 +24,7 @@
  *   noisi      an ISI with no ISI handler
  *   highmap    code at virtual 0xFFFF0FFC, mapped by a BAT
  *   codechange the host rewrites code (OSI 201, served by the test) with the MMU on
+ *   batswap    a lower BAT register rewritten while its old translation is in use
  *   bench-dsi N / bench-sc N / bench-prog N   N page faults / system calls / illegal
  *              instructions, for benchmarks */
 #include "libc.h"
@@ -630,6 +631,24 @@ static int t_codechange(void)
     return 0;
 }
 
+/* a lower BAT rewritten while its old translation is in use (Unicorn caches it in its TLB) */
+static int t_batswap(void)
+{
+    poke(0x00600000, 0xAAAA);
+    poke(0x00620000, 0xBBBB);
+    mtspr(SPR_DBAT0U + 2, 0x30000000UL | 2);      /* DBAT1: 128 KiB at 0x30000000 */
+    mtspr(SPR_DBAT0L + 2, 0x00600000UL | 2);
+    mmu_on();
+    volatile unsigned long *p = (volatile unsigned long *)0x30000000UL;
+    unsigned long a = *p;
+    mtspr(SPR_DBAT0L + 2, 0x00620000UL | 2);      /* DBAT1L only: now 6.125 MiB */
+    __asm__ volatile("isync");
+    unsigned long b = *p;
+    check(1, a == 0xAAAA && b == 0xBBBB);
+    printf("dbat1 lower rewritten: %lx then %lx\n", a, b);
+    return 0;
+}
+
 static int t_bench(const char *what, unsigned long n)
 {
     bench = 1;
@@ -682,10 +701,11 @@ int main(unsigned long ram_size, const char *args)
     else if (!strcmp(what, "noisi")) r = t_noisi();
     else if (!strcmp(what, "highmap")) r = t_highmap();
     else if (!strcmp(what, "codechange")) r = t_codechange();
+    else if (!strcmp(what, "batswap")) r = t_batswap();
     else if (!strncmp(what, "bench-", 6)) r = t_bench(what, n);
     else {
         printf("usage: program|fpu|syscall|align|mmu|dec N|mftb|trace|external|double|novector|"
-               "session P|dec-once MS|timers|badmap|noisi|highmap|codechange|"
+               "session P|dec-once MS|timers|badmap|noisi|highmap|codechange|batswap|"
                "bench-dsi N|bench-sc N|bench-prog N\n");
         return 2;
     }

@@ -1,19 +1,22 @@
-"""Exact time for the guest's time-base instructions, at no cost to code that has none.
+"""Instructions Unicorn's 750 gets wrong, found where they are and handled where they run.
 
-``mftb`` reads a register Unicorn never updates and ``mtdec``/``mfdec`` reach a register
-that never counts. molpy finds those instructions when Unicorn translates them: a
-``UC_HOOK_EDGE_GENERATED`` hook runs once per newly translated block (not again while the
-block stays cached) and scans its words, read through the guest's own translation. A block
-holding a site molpy has no hook for yet stops the engine before its first instruction;
-between slices a ``UC_HOOK_CODE`` hook limited to that one address is added and the block
-is dropped, so it is translated again with the hook in it. The site hook emulates the
-instruction from the host clock (:class:`molpy.timebase.TimeBase`).
+``mftb`` reads a register Unicorn never updates, ``mtdec``/``mfdec`` reach a register that
+never counts, and a write to a lower BAT register (``mtspr`` IBATnL/DBATnL) is ignored by
+Unicorn while its TLB still holds a translation made with the old value. molpy finds these
+instructions when Unicorn translates them: a ``UC_HOOK_EDGE_GENERATED`` hook runs once per
+newly translated block (not again while the block stays cached) and scans its words, read
+through the guest's own translation. A block holding a site molpy has no hook for yet
+stops the engine before its first instruction; between slices a ``UC_HOOK_CODE`` hook
+limited to that one address is added and the block is dropped, so it is translated again
+with the hook in it. The site hook emulates the time-base instructions from the host
+clock (:class:`molpy.timebase.TimeBase`) and flushes the TLB before a lower BAT write.
 
 Cost: nothing for code that runs without such instructions, one Python call (a few us)
-per block when it is translated, a few us per time-base instruction executed. Limits
+per block when it is translated, a few us per such instruction executed. Limits
 (docs/exceptions.md): at most ``MAX_SITES`` addresses get a hook (each hook makes every
 translation a little slower); past that, and for a block whose code cannot be read
-through the translation, the instruction reads the value molpy stores at every stop.
+through the translation, a time-base instruction reads the value molpy stores at every
+stop and a lower BAT write waits for the next TLB flush.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from unicorn import ppc_const as P
 
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, RegisterFile, uclib
 from .cpuenv import CpuEnv
-from .mmu import FETCH, MSR_IR, MSR_PR, translate
+from .mmu import FETCH, MSR_IR, MSR_LE, MSR_PR, translate
 from .timebase import TimeBase
 
 log = logging.getLogger("molpy")
@@ -37,7 +40,9 @@ MAX_SITES = 512
 _MFTB, _MFSPR, _MTSPR = 0x7C0002E6, 0x7C0002A6, 0x7C0003A6
 _OPS = frozenset((_MFTB, _MFSPR, _MTSPR))
 SPR_DEC, SPR_TBL, SPR_TBU, SPR_WTBL, SPR_WTBU = 22, 268, 269, 284, 285
-_WANTED = {_MFTB: (SPR_TBL, SPR_TBU), _MFSPR: (SPR_DEC, SPR_TBL, SPR_TBU), _MTSPR: (SPR_DEC, SPR_WTBL, SPR_WTBU)}
+LOWER_BATS = frozenset(range(529, 544, 2))          # IBAT0L..IBAT3L, DBAT0L..DBAT3L
+_WANTED = {_MFTB: frozenset((SPR_TBL, SPR_TBU)), _MFSPR: frozenset((SPR_DEC, SPR_TBL, SPR_TBU)),
+           _MTSPR: frozenset((SPR_DEC, SPR_WTBL, SPR_WTBU)) | LOWER_BATS}
 
 
 class UcTb(ctypes.Structure):
@@ -49,7 +54,7 @@ _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uin
 
 
 def classify(word: int) -> tuple[int, int, int] | None:
-    """(operation, GPR, SPR) of a time-base instruction, or None."""
+    """(operation, GPR, SPR) of an instruction molpy handles itself, or None."""
     op = word & 0xFC0007FE
     if op not in _OPS:
         return None
@@ -59,8 +64,8 @@ def classify(word: int) -> tuple[int, int, int] | None:
     return op, (word >> 21) & 0x1F, spr
 
 
-class TimeSites:
-    """Finds the guest's time-base instructions and emulates them where they run."""
+class Sites:
+    """Finds the instructions Unicorn gets wrong and handles them where they run."""
 
     def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, timebase: TimeBase,
                  on_dec_write, on_error) -> None:
@@ -110,7 +115,8 @@ class TimeSites:
                 return None
             out += ram[phys:phys + chunk]
             at += chunk
-        return list(struct.unpack(f">{len(out) // 4}I", out))
+        order = "<" if msr & MSR_LE else ">"         # little-endian mode fetches swapped words
+        return list(struct.unpack(f"{order}{len(out) // 4}I", out))
 
     def _edge(self, _uch, cur, _prev, _ud) -> None:
         try:
@@ -134,8 +140,8 @@ class TimeSites:
                     if len(sites) + len(new) >= MAX_SITES:
                         if not self.full:
                             self.full = True
-                            log.warning("more than %d time-base instruction sites: the rest read "
-                                        "the time as of the last stop", MAX_SITES)
+                            log.warning("more than %d time-base and BAT instruction sites: the rest "
+                                        "see the time as of the last stop", MAX_SITES)
                         continue
                     new[addr] = word
             if new or self._flush:
@@ -189,6 +195,9 @@ class TimeSites:
             tb = self.timebase
             if op != _MFTB and spr != SPR_TBL and spr != SPR_TBU and self._msr.read()[0] & MSR_PR:
                 return                          # privileged in user mode: let it raise
+            if spr in LOWER_BATS:               # nothing is translated between here and the write
+                self.cpu.flush_tlb()
+                return
             now = tb.clock()
             if op == _MTSPR:                    # let the instruction run too (harmless)
                 uclib.uc_reg_read(uch, P.UC_PPC_REG_0 + reg, self._ref)
