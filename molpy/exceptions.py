@@ -26,7 +26,7 @@ from unicorn import ppc_const as P
 
 from .cpu import Cpu, RegisterFile
 from .cpuenv import DAR, DSISR, SRR0, SRR1, CpuEnv
-from .fault import GuestFault
+from .fault import EXCEPTION_NAMES, GuestFault
 from .mmu import FETCH, MmuState, read_word, translate
 
 MASK = 0xFFFFFFFF
@@ -148,7 +148,6 @@ class ExceptionUnit:
             return self._enter(0xC00, pc, 0, msr, at, "system call (no OSI magic in r3/r4)", intno)
         if intno == INTNO_TRACE:        # SRR0 = the next instruction to run
             return self._enter(0xD00, at, 0, msr, at, "trace", intno)
-        from .fault import EXCEPTION_NAMES
         kind = "machine check" if intno == INTNO_MCHECK else EXCEPTION_NAMES.get(intno, f"exception {intno}")
         return GuestFault(kind=kind, pc=at, intno=intno,
                           detail="a 750 cannot go on after this exception; molpy does not deliver it")
@@ -168,7 +167,7 @@ class ExceptionUnit:
 
     def _alignment(self, at: int, msr: int, intno: int) -> GuestFault | None:
         word = self._insn(at, msr)
-        if word is None:
+        if word is None:        # only if the page table changed under a translation Unicorn kept
             dar, dsisr = 0, 0
         else:
             ra, rb = (word >> 16) & 0x1F, (word >> 11) & 0x1F
@@ -199,7 +198,9 @@ class ExceptionUnit:
                 timebase.dec_pending = False
                 fault = self._enter(0x900, pc, 0, msr, pc, "decrementer", None)
             self._pending_since = None
-            return fault, None if fault else now + POLL_EE_NS
+            if self.lines or timebase.poll(now):    # still pending: the handler runs with EE off
+                return fault, now + POLL_EE_NS
+            return fault, timebase.next_crossing()
         # Pending with MSR[EE] off: whether the guest sets it is seen only between slices.
         # Look often for a while (guests mask interrupts briefly), then at the normal slice
         # rate (a guest that keeps them masked must not pay for the polling).

@@ -175,9 +175,9 @@ class Machine:
                 if err:
                     self._fault_from_error(UcError(err))
                 if self._error is not None:
-                    err, self._error = self._error, None
+                    error, self._error = self._error, None
                     frontend.flush()
-                    raise err
+                    raise error
                 if self.fault is None and self.exit_code is None and exceptions.raised is not None:
                     fault = exceptions.deliver_raised()
                 if sites.pending:
