@@ -167,6 +167,7 @@ def test_external_interrupt(machines):
      "raised inside the program handler at 0x00000700 before it saved SRR0/SRR1"),
     ("novector", "alignment fault", "no handler: the alignment vector 0x00000600 holds no code"),
     ("noisi", "instruction fetch fault", "no handler: the ISI vector 0x00000400 holds no code"),
+    ("ipvector", "illegal instruction", "no handler: the program vector 0xfff00700 is outside RAM (MSR[IP] = 1)"),
 ])
 def test_what_a_machine_cannot_survive_is_a_fault_report(machines, mode, kind, detail):
     m = machines(mode)

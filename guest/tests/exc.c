@@ -25,6 +25,7 @@
  *   highmap    code at virtual 0xFFFF0FFC, mapped by a BAT
  *   codechange the host rewrites code (OSI 201, served by the test) with the MMU on
  *   batswap    a lower BAT register rewritten while its old translation is in use
+ *   ipvector   an illegal instruction with MSR[IP] set (vectors at 0xFFF00000)
  *   bench-dsi N / bench-sc N / bench-prog N   N page faults / system calls / illegal
  *              instructions, for benchmarks */
 #include "libc.h"
@@ -649,6 +650,15 @@ static int t_batswap(void)
     return 0;
 }
 
+/* MSR[IP] moves the vectors to 0xFFF00000, where molpy has no ROM */
+static int t_ipvector(void)
+{
+    mtmsr(mfmsr() | 0x40);
+    __asm__ volatile(".long 0");
+    printf("still running\n");
+    return 1;
+}
+
 static int t_bench(const char *what, unsigned long n)
 {
     bench = 1;
@@ -702,10 +712,11 @@ int main(unsigned long ram_size, const char *args)
     else if (!strcmp(what, "highmap")) r = t_highmap();
     else if (!strcmp(what, "codechange")) r = t_codechange();
     else if (!strcmp(what, "batswap")) r = t_batswap();
+    else if (!strcmp(what, "ipvector")) r = t_ipvector();
     else if (!strncmp(what, "bench-", 6)) r = t_bench(what, n);
     else {
         printf("usage: program|fpu|syscall|align|mmu|dec N|mftb|trace|external|double|novector|"
-               "session P|dec-once MS|timers|badmap|noisi|highmap|codechange|batswap|"
+               "session P|dec-once MS|timers|badmap|noisi|highmap|codechange|batswap|ipvector|"
                "bench-dsi N|bench-sc N|bench-prog N\n");
         return 2;
     }
