@@ -73,6 +73,7 @@ def _io_rows(tmp: str) -> list[dict]:
     disk = os.path.join(tmp, "disk.img")
     _fill(disk, DISK_MIB)
     cow_dir = os.path.join(tmp, "cow")
+    os.makedirs(cow_dir, exist_ok=True)
     rows = []
     for kib in (64, 1024):
         size = f"{kib} KiB" if kib < 1024 else "1 MiB"
@@ -101,8 +102,8 @@ def _commit_row(tmp: str) -> dict:
     if not qemu_img or not qemu_io:
         return {"name": name, "unit": "s", "target": ">= 1.0",
                 "note": "skipped: qemu-img/qemu-io not installed"}
-    from molpy.drivers.block import RawBackend
     from molpy.drivers.cow import CowBackend, Overlay
+    from molpy.drivers.raw import RawBackend
 
     rng = random.Random(7)
     offsets = [rng.randrange(0, DISK_MIB) << 20 for _ in range(COMMIT_EXTENTS)]

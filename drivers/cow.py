@@ -1,28 +1,31 @@
 """Copy-on-write overlays: the guest writes, the disk never changes.
 
-An overlay is one sparse file in ``cow_dir`` (format in docs/formats.md): a 4 KiB
-header naming the base disk and its identity, a bitmap with one bit per 512-byte
-sector, and the data of sector ``i`` at ``data_offset + 512 * i``. Reads of sectors
-the overlay does not hold go to the base, which is opened read-only.
+An overlay is one sparse file (format in docs/formats.md): a 4 KiB header naming the
+base disk and its identity, a bitmap with one bit per 512-byte sector, and the data of
+sector ``i`` at ``data_offset + 512 * i``. The format keeps all of that in a child
+RawBackend (its own file); ``CowBackend`` stacks it on a base backend, which serves the
+sectors the overlay does not hold and is never written.
 
 Order of writes, so that a killed run never leaves an overlay that claims data it
-does not hold: the data is written first, then the bitmap bytes that claim it.
-Commit is idempotent (copying overlay sectors onto the base twice gives the same
-disk), records its progress in the header, and marks the overlay empty only after
-the base is fsynced: killed at any point and run again, it ends with base + overlay.
+does not hold: the data is written first, then the bitmap bytes that claim it. The
+commit state (which disk a commit writes into, how far it got) lives in the header;
+the commit itself is drivers/commit.py, which knows overlays only through their
+allocation map and that state.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
 import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable
 
-from .block import SECTOR, BlockError, Identity, RawBackend, identity_of, lock_file
+from molpy.files import HostFileError, copy_range, create_new, link_unnamed, open_unnamed, pwrite_all
+
+from .block import SECTOR, BlockBackend, BlockError, DiskInUse, Extent, Identity, Reader, check_range
+from .raw import RawBackend, lock_file
 
 MAGIC = b"MOLPYCOW"
 VERSION = 1
@@ -32,15 +35,7 @@ STATE_READY = 0          # in use or idle; the bitmap says what it holds
 STATE_COMMITTING = 1     # a commit started and has not finished: run it again
 _FIXED = struct.Struct(">8sIIQQQQQQQQIIQH")
 MAX_PATH = HEADER_SIZE - _FIXED.size - 4
-COPY_CHUNK = 8 << 20              # bytes copied per step of a commit
-PROGRESS_EVERY = 64 << 20         # header progress (after an fsync of the base) this often
-
-
-def overlay_name(base_path: str) -> str:
-    """``NAME-HASH.cow``: named after the disk, unique per absolute path."""
-    path = os.path.abspath(base_path)
-    tag = hashlib.sha256(path.encode()).hexdigest()[:8]
-    return f"{os.path.basename(path)}-{tag}.cow"
+COPY_STEP = 8 << 20      # saved changes move through a buffer of this size
 
 
 @dataclass
@@ -62,6 +57,11 @@ class Header:
     def data_offset(self) -> int:
         end = self.bitmap_offset + self.bitmap_size
         return (end + ALIGN - 1) // ALIGN * ALIGN
+
+    @property
+    def file_limit(self) -> int:
+        """How far the overlay's file may grow: the data of every sector."""
+        return self.data_offset + self.nsectors * SECTOR
 
     def pack(self) -> bytes:
         path = self.base.path.encode()
@@ -124,46 +124,68 @@ def bit_runs(bits: bytes | bytearray, first: int, count: int) -> list[tuple[int,
 
 
 class Overlay:
-    """An open overlay file: header, bitmap and data, locked while open."""
+    """An open overlay: its header and bitmap, its file a child RawBackend, locked while open."""
 
-    def __init__(self, path: str, fd: int, header: Header, bits) -> None:
+    def __init__(self, path: str, file: RawBackend, header: Header, bits: bytearray) -> None:
         self.path = path
-        self.fd = fd
+        self.file = file
         self.header = header
-        self.bits = bits               # bytearray, MSB first: sector i is bit 7 - i % 8 of byte i // 8
+        self.bits = bits               # MSB first: sector i is bit 7 - i % 8 of byte i // 8
+        file.limit = header.file_limit
+
+    @property
+    def fd(self) -> int:
+        return self.file.fd
 
     # -- open/create --
 
     @classmethod
     def create(cls, path: str, base: Identity) -> "Overlay":
-        """A new empty overlay at ``path`` (which must not exist)."""
+        """A new empty overlay at ``path``, which must not exist in any form.
+
+        The file is made unnamed, locked and given its header before it is linked at
+        ``path`` (where the file system allows; else created with O_EXCL|O_NOFOLLOW and
+        locked at once): nothing planted at the name is followed, and no other molpy ever
+        sees it half made. DiskInUse when another molpy made it first.
+        """
+        header = Header(nsectors=(base.size + SECTOR - 1) // SECTOR, base=base)
+        folder = os.path.dirname(os.path.abspath(path))
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise BlockError(f"overlay {path}: cannot create it: {e.strerror}") from None
+            fd = open_unnamed(folder, what="overlay")
+            named = fd is None
+            if named:
+                fd = create_new(path, what="overlay")
+                os.set_blocking(fd, True)
+        except HostFileError as e:
+            if e.errno == errno.EEXIST:
+                raise DiskInUse(f"overlay {path} was just made by another molpy", None) from None
+            raise BlockError(f"overlay {e}") from None
         try:
             lock_file(fd, path, exclusive=True, what="overlay")
-            header = Header(nsectors=(base.size + SECTOR - 1) // SECTOR, base=base)
             os.ftruncate(fd, header.data_offset)
             os.pwrite(fd, header.pack(), 0)
+            if not named and not link_unnamed(fd, path):
+                raise DiskInUse(f"overlay {path} was just made by another molpy", None)
         except BaseException as e:
             os.close(fd)
-            os.unlink(path)
+            if named:
+                os.unlink(path)
+            if isinstance(e, HostFileError):
+                raise BlockError(f"overlay {e}") from None
             if isinstance(e, OSError):
                 raise BlockError(f"overlay {path}: cannot write it: {e.strerror}") from None
             raise
-        return cls(path, fd, header, bytearray(header.bitmap_size))
+        file = RawBackend(path, readonly=False, lock=False, what="overlay", fd=fd, growable=header.file_limit)
+        return cls(path, file, header, bytearray(header.bitmap_size))
 
     @classmethod
-    def open(cls, path: str, writable: bool = True) -> "Overlay":
+    def open(cls, path: str, writable: bool = True, *, nofollow: bool = False) -> "Overlay":
+        """Open and check an overlay file (``nofollow``: refuse a symlink at ``path``, for
+        the names in cow_dir that molpy manages itself)."""
+        file = RawBackend(path, readonly=not writable, what="overlay", growable=HEADER_SIZE, nofollow=nofollow)
         try:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-        except OSError as e:
-            raise BlockError(f"overlay {path}: cannot open it: {e.strerror}") from None
-        try:
-            lock_file(fd, path, exclusive=writable, what="overlay")
-            header = Header.unpack(os.pread(fd, HEADER_SIZE, 0), path)
-            raw = os.pread(fd, header.bitmap_size, header.bitmap_offset)
+            header = Header.unpack(os.pread(file.fd, HEADER_SIZE, 0), path)
+            raw = os.pread(file.fd, header.bitmap_size, header.bitmap_offset)
             if len(raw) != header.bitmap_size:
                 raise BlockError(f"{path}: the overlay is truncated (bitmap incomplete)")
             bits = bytearray(raw)
@@ -174,15 +196,16 @@ class Overlay:
             if used:
                 last = used * 8 - (bits[used - 1] & -bits[used - 1]).bit_length()   # its lowest set bit
                 need = header.data_offset + (last + 1) * SECTOR
-                if os.fstat(fd).st_size < need:
+                have = os.fstat(file.fd).st_size
+                if have < need:
                     raise BlockError(f"{path}: the overlay is truncated (it holds sector {last}, which "
-                                     f"ends at byte {need}, but the file has {os.fstat(fd).st_size})")
+                                     f"ends at byte {need}, but the file has {have})")
         except BaseException:
-            os.close(fd)
+            file.close()
             raise
-        return cls(path, fd, header, bits)
+        return cls(path, file, header, bits)
 
-    # -- bitmap --
+    # -- the allocation map --
 
     def held_runs(self, first: int, count: int) -> list[tuple[int, int, bool]]:
         return bit_runs(self.bits, first, count)
@@ -197,7 +220,7 @@ class Overlay:
             return
         new = (old | mask).to_bytes(b1 - b0, "big")
         self.bits[b0:b1] = new
-        os.pwrite(self.fd, new, self.header.bitmap_offset + b0)
+        self.file.write(self.header.bitmap_offset + b0, memoryview(new))
 
     def sectors_held(self) -> int:
         return int.from_bytes(self.bits, "big").bit_count()
@@ -218,298 +241,200 @@ class Overlay:
             out += [(a, c) for a, c, held in bit_runs(self.bits, lo, hi - lo) if held]
         return out
 
-    # -- header --
+    def block_status(self, start: int = 0) -> list[Extent]:
+        data, fd = self.header.data_offset, self.file.fd
+        return [Extent(first, count, fd, data + first * SECTOR) for first, count in self.runs(start)]
 
-    def write_header(self) -> None:
-        os.pwrite(self.fd, self.header.pack(), 0)
+    def read_data(self, offset: int, buf: memoryview) -> None:
+        """Bytes of held sectors, from byte ``offset`` of the disk."""
+        self.file.readinto(self.header.data_offset + offset, buf)
+
+    def write_data(self, offset: int, buf: memoryview) -> None:
+        self.file.write(self.header.data_offset + offset, buf)
 
     def clear(self) -> None:
         """Drop every held sector: the bitmap first (fsynced), then the data."""
         self.bits[:] = bytes(len(self.bits))
-        os.pwrite(self.fd, self.bits, self.header.bitmap_offset)
-        os.fsync(self.fd)
-        os.ftruncate(self.fd, self.header.data_offset)
+        self._write_bitmap()
+        self.file.flush()
+        self.file.truncate(self.header.data_offset)
+
+    def _write_bitmap(self) -> None:
+        self.file.write(self.header.bitmap_offset, memoryview(self.bits))
+
+    # -- the commit state (drivers/commit.py) --
+
+    def target(self) -> Identity:
+        """The disk this overlay belongs to (during a commit: the one being written)."""
+        return self.header.base
+
+    @property
+    def committing(self) -> bool:
+        return self.header.state == STATE_COMMITTING
+
+    @property
+    def progress(self) -> int:
+        return self.header.progress
+
+    def begin_commit(self, target: Identity, progress: int) -> None:
+        """Record the disk a commit writes into, durably, before it writes anything."""
+        h = self.header
+        h.state, h.progress, h.base = STATE_COMMITTING, progress, target
+        self.write_header()
+        self.file.flush()
+
+    def record_progress(self, sector: int) -> None:
+        self.header.progress = sector
+        self.write_header()
+
+    def end_commit(self, now: Identity) -> None:
+        """Everything is in the disk (fsynced): hold nothing, and belong to the disk as it is now.
+
+        The data stays in the file until the next run replaces the empty overlay, so a power
+        failure before this header is on disk only means a re-run copies the same sectors."""
+        self.bits[:] = bytes(len(self.bits))
+        self._write_bitmap()
+        h = self.header
+        h.state, h.progress, h.base = STATE_READY, 0, now
+        self.write_header()
+
+    def write_header(self) -> None:
+        self.file.write(0, memoryview(self.header.pack()))
 
     def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
+        self.file.close()
 
 
 class CowBackend:
     """A block backend whose writes go to an overlay and whose misses go to ``base``."""
 
-    def __init__(self, base: RawBackend, overlay: Overlay) -> None:
+    readonly = False
+    layered = True
+
+    def __init__(self, base: BlockBackend, overlay: Overlay) -> None:
         self.base = base
         self.overlay = overlay
         self.path = base.path
         self.overlay_path = overlay.path
         self.size = base.size
-        self.readonly = False
-        self._data = overlay.header.data_offset
 
     def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` from byte ``offset``: held sectors from the overlay, the rest from
+        the base (any offset and length, as a raw disk serves them)."""
+        n = len(buf)
+        check_range(offset, n, self.size, f"disk {self.path}")
+        if not n:
+            return
         first = offset // SECTOR
-        count = (len(buf) + SECTOR - 1) // SECTOR
+        count = (offset + n - 1) // SECTOR - first + 1
         b0, b1 = first // 8, (first + count + 7) // 8
         if self.overlay.bits.count(0, b0, b1) == b1 - b0:      # fast path: nothing held here
             self.base.readinto(offset, buf)
             return
-        runs = self.overlay.held_runs(first, count)
-        if len(runs) == 1:
-            (self._read_overlay if runs[0][2] else self.base.readinto)(offset, buf)
-            return
-        for start, count, held in runs:
-            a = (start - first) * SECTOR
-            part = buf[a:a + count * SECTOR]
-            (self._read_overlay if held else self.base.readinto)(start * SECTOR, part)
-
-    def _read_overlay(self, offset: int, buf: memoryview) -> None:
-        done = os.preadv(self.overlay.fd, [buf], self._data + offset)
-        if done < len(buf):    # a held sector must be in the file: anything else is damage
-            raise OSError(5, f"overlay {self.overlay_path} is shorter than its bitmap claims")
+        for start, cnt, held in self.overlay.held_runs(first, count):
+            lo = max(offset, start * SECTOR)
+            hi = min(offset + n, (start + cnt) * SECTOR)
+            (self.overlay.read_data if held else self.base.readinto)(lo, buf[lo - offset:hi - offset])
 
     def write(self, offset: int, buf: memoryview) -> None:
-        if offset % SECTOR or len(buf) % SECTOR:
-            raise BlockError("cow overlays take whole sectors")
-        done = 0
-        while done < len(buf):
-            done += os.pwritev(self.overlay.fd, [buf[done:]], self._data + offset + done)
+        """Write to the overlay. Partial sectors at either end are merged with what the disk
+        shows there now (read-modify-write), so -cow takes every shape a raw disk takes."""
+        n = len(buf)
+        check_range(offset, n, self.size, f"disk {self.path}")
+        if not n:
+            return
+        head, tail = offset % SECTOR, (offset + n) % SECTOR
+        if head or tail:
+            a0 = offset - head
+            a1 = offset + n + (SECTOR - tail if tail else 0)
+            whole = memoryview(bytearray(a1 - a0))
+            if head:
+                self.readinto(a0, whole[:min(SECTOR, self.size - a0)])
+            if tail:
+                last = a1 - SECTOR
+                self.readinto(last, whole[last - a0:min(a1, self.size) - a0])
+            whole[head:head + n] = buf
+            offset, buf = a0, whole
+        self.overlay.write_data(offset, buf)
         self.overlay.claim(offset // SECTOR, len(buf) // SECTOR)
 
     def flush(self) -> None:
-        os.fsync(self.overlay.fd)
+        self.overlay.file.flush()
 
     def identity(self) -> Identity:
         return self.base.identity()
 
-    def has_data(self) -> bool:
-        return self.overlay.has_data()
+    def disk(self) -> BlockBackend:
+        return self.base.disk()
 
-    def clear(self) -> None:
-        self.overlay.clear()
+    def block_status(self, start: int = 0) -> list[Extent]:
+        return self.overlay.block_status(start)
 
-    def export_overlay(self) -> bytes:
-        """The overlay's contents as one blob: bitmap, then the held sectors in order."""
+    # -- the changes in a session: the bitmap, then the held sectors in order --
+
+    def changes_length(self) -> int:
         ov = self.overlay
-        parts = [bytes(ov.bits)]
-        for first, count in ov.runs():
-            buf = bytearray(count * SECTOR)
-            self._read_overlay(first * SECTOR, memoryview(buf))
-            parts.append(bytes(buf))
-        return b"".join(parts)
+        return ov.header.bitmap_size + ov.sectors_held() * SECTOR if ov.has_data() else 0
 
-    def import_overlay(self, blob: bytes) -> None:
-        """Make the overlay hold exactly what ``export_overlay`` gave (session resume/reset)."""
+    def save_changes(self, fd: int, offset: int) -> int:
+        ov = self.overlay
+        bits = bytes(ov.bits)
+        pwrite_all(fd, bits, offset)
+        crc = zlib.crc32(bits)
+        pos = offset + len(bits)
+        for ext in ov.block_status():
+            crc = copy_range(ext.fd, ext.offset, fd, pos, ext.count * SECTOR, crc)
+            pos += ext.count * SECTOR
+        return crc
+
+    def load_changes(self, read: Reader, length: int, crc: int | None) -> None:
+        """``read(pos, buf)`` fills ``buf`` from byte ``pos`` of the saved changes. The saved
+        bitmap must fit this disk and ``length`` must be exactly what it claims; a CRC
+        mismatch leaves the overlay empty."""
         ov = self.overlay
         size = ov.header.bitmap_size
-        if len(blob) < size:
-            raise BlockError("saved overlay contents are truncated")
-        bits = bytearray(blob[:size])
+        if length < size:
+            raise BlockError("the saved overlay contents are truncated (bitmap)")
+        bits = bytearray(size)
+        if read(0, memoryview(bits)) != size:
+            raise BlockError("the saved overlay contents are truncated (bitmap)")
+        spare = size * 8 - ov.header.nsectors
+        if spare and bits[-1] & ((1 << spare) - 1):
+            raise BlockError("the saved overlay claims sectors past the end of the disk")
+        held = int.from_bytes(bits, "big").bit_count()
+        if length != size + held * SECTOR:
+            raise BlockError(f"the saved overlay contents are {length} bytes, its bitmap needs "
+                             f"{size + held * SECTOR}")
         ov.clear()
         ov.bits = bits
+        running = zlib.crc32(bits)
         pos = size
-        view = memoryview(blob)
-        for first, count in ov.runs():
-            n = count * SECTOR
-            if pos + n > len(blob):
-                ov.clear()
-                raise BlockError("saved overlay contents are truncated")
-            os.pwrite(self.overlay.fd, view[pos:pos + n], self._data + first * SECTOR)
-            pos += n
-        os.pwrite(ov.fd, bits, ov.header.bitmap_offset)
+        buf = memoryview(bytearray(min(COPY_STEP, max(held * SECTOR, 1))))
+        try:
+            for first, count in ov.runs():
+                left, at = count * SECTOR, first * SECTOR
+                while left:
+                    n = min(left, len(buf))
+                    if read(pos, buf[:n]) != n:
+                        raise BlockError("the saved overlay contents are truncated")
+                    running = zlib.crc32(buf[:n], running)
+                    ov.write_data(at, buf[:n])
+                    pos, at, left = pos + n, at + n, left - n
+            if crc is not None and running != crc:
+                raise BlockError("the saved overlay contents fail their checksum")
+        except BaseException:
+            ov.clear()
+            raise
+        ov._write_bitmap()
+
+    def drop_changes(self) -> None:
+        if self.overlay.has_data():
+            self.overlay.clear()
 
     def close(self) -> None:
         try:
             if self.overlay.fd >= 0:
-                os.fsync(self.overlay.fd)
+                self.overlay.file.flush()
         finally:
             self.overlay.close()
             self.base.close()
-
-
-# -- the overlay's life: one per run, the previous one kept aside when it holds changes --
-
-def open_overlay_for(base: RawBackend, cow_dir: str | None, *, say: Callable[[str], None] | None = None) -> CowBackend:
-    """A fresh, empty overlay for ``base`` in ``cow_dir``; an old one with changes goes to .prev."""
-    if cow_dir is None:
-        from molpy.config import data_dir
-        cow_dir = data_dir()
-    try:
-        os.makedirs(cow_dir, exist_ok=True)
-    except OSError as e:
-        raise BlockError(f"cow_dir {cow_dir}: cannot create it: {e.strerror}") from None
-    path = os.path.join(cow_dir, overlay_name(base.path))
-    if os.path.lexists(path):
-        _retire(path, say)
-    return CowBackend(base, Overlay.create(path, base.identity()))
-
-
-def _retire(path: str, say) -> None:
-    """Move the previous run's overlay out of the way, keeping it when it holds anything."""
-    keep = True
-    reason = "it holds changes"
-    try:
-        ov = Overlay.open(path)
-    except BlockError as e:
-        if "in use by" in str(e):
-            raise
-        reason = f"it could not be read ({e})"
-    else:
-        try:
-            keep = ov.has_data() or ov.header.state == STATE_COMMITTING
-        finally:
-            ov.close()
-    if not keep:
-        os.unlink(path)
-        return
-    prev = path + ".prev"
-    replaced = " (replacing the older one)" if os.path.lexists(prev) else ""
-    try:
-        os.replace(path, prev)
-    except OSError as e:
-        raise BlockError(f"overlay {path}: cannot move it aside: {e.strerror}") from None
-    (say or _say)(f"molpy: the previous run's overlay {os.path.basename(path)}: {reason}; "
-                  f"kept as {prev}{replaced} ('molpy cow commit' or 'molpy cow discard' it)")
-
-
-def _say(text: str) -> None:
-    import sys
-    print(text, file=sys.stderr)
-
-
-# -- commit, discard, info --
-
-@dataclass
-class OverlayInfo:
-    path: str
-    base: Identity
-    sectors: int
-    state: int
-    progress: int
-    base_matches: bool
-    base_problem: str
-    file_bytes: int
-
-
-def base_problem(h: Header) -> str:
-    """Why the base disk no longer matches the overlay ('' when it does)."""
-    try:
-        now = identity_of(h.base.path)
-    except OSError as e:
-        return f"the disk {h.base.path} cannot be read: {e.strerror}"
-    changes = []
-    if now.size != h.base.size:
-        changes.append(f"its size changed ({h.base.size} -> {now.size} bytes)")
-    if now.inode != h.base.inode or now.dev != h.base.dev:
-        changes.append("it is a different file now")
-    if now.mtime_ns != h.base.mtime_ns:
-        changes.append("it was modified after the overlay was made")
-    return "; ".join(changes)
-
-
-def overlay_info(path: str) -> OverlayInfo:
-    ov = Overlay.open(path, writable=False)
-    try:
-        h = ov.header
-        problem = base_problem(h)
-        return OverlayInfo(path=path, base=h.base, sectors=ov.sectors_held(), state=h.state,
-                           progress=h.progress, base_matches=not problem, base_problem=problem,
-                           file_bytes=os.fstat(ov.fd).st_blocks * 512)
-    finally:
-        ov.close()
-
-
-@dataclass
-class CommitResult:
-    sectors: int
-    resumed: bool
-    base: str
-
-
-def _copy(src: int, dst: int, src_off: int, dst_off: int, n: int) -> None:
-    """Copy bytes between files, in the kernel when it can (copy_file_range)."""
-    while n:
-        try:
-            done = os.copy_file_range(src, dst, n, src_off, dst_off)
-        except OSError:
-            done = 0
-        if done <= 0:
-            data = os.pread(src, min(n, COPY_CHUNK), src_off)
-            if not data:
-                data = bytes(min(n, COPY_CHUNK))     # sparse hole past the end: zeros
-            done = os.pwrite(dst, data, dst_off)
-        src_off += done
-        dst_off += done
-        n -= done
-
-
-def commit(path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None,
-           ) -> CommitResult:
-    """Write the overlay's sectors into its disk, then mark the overlay empty."""
-    ov = Overlay.open(path)
-    try:
-        h = ov.header
-        resumed = h.state == STATE_COMMITTING
-        if not resumed:
-            problem = base_problem(h)
-            if problem and not force:
-                raise BlockError(f"{path}: {problem}. Committing would write these changes over a "
-                                 f"different disk; use --force if you are sure")
-        runs = list(ov.runs(h.progress if resumed else 0))
-        total = sum(c for _, c in runs)
-        base = RawBackend(h.base.path, readonly=False)
-        try:
-            if base.size < h.base.size:
-                raise BlockError(f"disk {h.base.path} is smaller than when the overlay was made")
-            if not resumed:
-                h.state, h.progress = STATE_COMMITTING, 0
-                ov.write_header()
-                os.fsync(ov.fd)
-            done = since_sync = 0
-            if progress:
-                progress(0, total)
-            for first, count in runs:
-                sector = first
-                while sector < first + count:
-                    n = min(first + count - sector, COPY_CHUNK // SECTOR)
-                    _copy(ov.fd, base.fd, h.data_offset + sector * SECTOR, sector * SECTOR, n * SECTOR)
-                    sector += n
-                    done += n
-                    since_sync += n * SECTOR
-                    if since_sync >= PROGRESS_EVERY:
-                        os.fsync(base.fd)
-                        h.progress = sector
-                        ov.write_header()
-                        since_sync = 0
-                    if progress:
-                        progress(done, total)
-            os.fsync(base.fd)
-            # The base now holds everything. The overlay's data stays in its file (the next
-            # run replaces an empty overlay anyway), so a power failure before the header
-            # below is on disk only means a re-run copies the same sectors again.
-            ov.bits[:] = bytes(len(ov.bits))
-            os.pwrite(ov.fd, ov.bits, h.bitmap_offset)
-            h.state, h.progress = STATE_READY, 0
-            h.base = identity_of(h.base.path)
-            ov.write_header()
-        finally:
-            base.close()
-        return CommitResult(sectors=total, resumed=resumed, base=h.base.path)
-    finally:
-        ov.close()
-
-
-def discard(path: str) -> tuple[int, str]:
-    """Drop an overlay: (sectors it held, its disk). The file is removed."""
-    ov = Overlay.open(path)
-    try:
-        if ov.header.state == STATE_COMMITTING:
-            raise BlockError(f"{path}: a commit of this overlay was interrupted; run "
-                             f"'molpy cow commit {path}' to finish it (discarding now would leave "
-                             f"the disk half-committed)")
-        held = ov.sectors_held()
-        os.unlink(path)
-        return held, ov.header.base.path
-    finally:
-        ov.close()

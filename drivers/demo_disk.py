@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import struct
 
+from molpy.files import data_dir
+
+from .block import SECTOR
+
 DEMO_DISK_NAME = "demo.img"
 DEMO_DISK_SIZE = 32 << 20
-SECTOR = 512
 BOOT_SECTOR = 1
 BOOT_MAGIC = b"MOLPYBOOT"
 COUNT_OFFSET = 12
@@ -24,8 +27,6 @@ COUNT_OFFSET = 12
 
 def default_demo_path() -> str:
     """Where the default config puts the demo disk (molpy's data directory)."""
-    from molpy.config import data_dir
-
     return os.path.join(data_dir(), DEMO_DISK_NAME)
 
 
@@ -52,7 +53,7 @@ def make_demo_disk(path: str | os.PathLike, size: int = DEMO_DISK_SIZE) -> None:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.new.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, size)
         os.pwrite(fd, boot_record(0), BOOT_SECTOR * SECTOR)

@@ -1,21 +1,31 @@
 """The one interface between devices, the machine and the session layer.
 
-A device is one module in ``molpy.drivers`` that defines ``create(machine)``
+A device is one module in ``molpy.drivers`` that defines ``create(ctx)``
 returning a Device, a list of them, or None. The machine finds those modules by
-itself, so adding a device touches no other module. Devices register their OSI
-selectors in ``attach`` and take part in sessions through four small methods; the
-session layer stores what ``save_state`` returns as an opaque chunk tagged with
-the device's four-letter ``kind`` and its ``instance`` id (MOL's session.c model).
+itself, so adding a device touches no other module. A device sees the machine only
+through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
+takes part in sessions through a few small methods; the session layer stores what
+``save_state`` returns as an opaque chunk tagged with the device's four-letter
+``kind``, its ``instance`` id and its state ``version`` (MOL's session.c model,
+QEMU's versioning rule).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import molpy.drivers as package
+from molpy.files import data_dir
 
 if TYPE_CHECKING:  # pragma: no cover
-    from molpy.machine import Machine
+    from molpy.console import Frontend
+    from molpy.emulation.memory import GuestMemory
+    from molpy.emulation.session import Bulk, BulkRef
+    from molpy.machine import MachineConfig
+    from molpy.osi import OsiDispatcher
 
 
 class StateMismatch(Exception):
@@ -25,32 +35,88 @@ class StateMismatch(Exception):
     """
 
 
+class DeviceError(Exception):
+    """A device cannot be made from its configuration (a bad file it was given).
+
+    The message names the file and the problem; the CLI shows it as one line.
+    """
+
+
+@dataclass
+class DeviceContext:
+    """All a device may use of the machine it belongs to, and nothing more.
+
+    ``memory``: guest RAM (bounds-checked access); ``osi``: register, unregister and ask
+    about OSI selectors; ``code_changed(begin, end)``: after the device wrote guest RAM
+    that may hold code; ``frontend``: the console (keys, output, stop requests);
+    ``request_exit(code)``: the guest asked to exit; ``config``: the machine's settings;
+    ``data_dir()``: molpy's own folder.
+    """
+
+    config: "MachineConfig"
+    memory: "GuestMemory"
+    osi: "OsiDispatcher"
+    frontend: "Frontend"
+    code_changed: Callable[[int, int], None]
+    request_exit: Callable[[int], None]
+    data_dir: Callable[[], str] = data_dir
+
+    def stop_requested(self) -> bool:
+        """Ctrl-C, SIGTERM or a quit is pending (F12 is not: a save never cuts I/O short)."""
+        request = self.frontend.request
+        return request is not None and request != "save"
+
+
 class Device:
-    """Base class: a device with no state and no selectors."""
+    """Base class: a device with no state and no selectors.
+
+    State versions follow QEMU's rule: ``save_state`` writes ``version``; a session's
+    chunk records the version it was written with, and ``load_state`` gets it; a device
+    loads every version from ``min_version`` to ``version`` (the session layer refuses
+    others before the device sees them, naming the device and both versions).
+    """
 
     kind: ClassVar[str] = "????"   # four ASCII letters, the session chunk type
+    version: ClassVar[int] = 1     # the state version save_state writes
+    min_version: ClassVar[int] = 1  # the oldest state version this molpy still loads
     instance: int = 0              # tells apart several devices of one kind
 
-    def attach(self, machine: "Machine") -> None:
-        """Register OSI selectors with ``machine.osi``."""
-
-    def prepare_save(self) -> str | None:
-        """None when a save may go ahead now, else the reason it must wait."""
-        return None
+    def attach(self, ctx: DeviceContext) -> None:
+        """Register OSI selectors with ``ctx.osi``."""
 
     def save_state(self) -> bytes:
         """The device's state as bytes; stored opaque in the session."""
         return b""
 
-    def load_state(self, data: bytes) -> None:
-        """Rebuild the device's state from ``save_state``'s bytes (session resume)."""
+    def save_bulk(self) -> list["Bulk"]:
+        """Data too big to hold in memory (a -cow overlay's contents), streamed into the
+        session as chunks of their own; called right after ``save_state``."""
+        return []
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
-        """Problems that would stop ``load_state(data)`` from working (``session verify``).
+    def restore_bulk(self, refs: dict[tuple[str, int], "BulkRef"]) -> None:
+        """Where this device's bulk chunks lie in the session file (called before
+        ``load_state``; the file stays open while the machine lives)."""
+
+    def load_state(self, data: bytes, version: int) -> None:
+        """Rebuild the device's state from ``save_state``'s bytes of ``version`` (resume).
+
+        The bytes come from a file that may have been crafted: check every field and
+        raise ValueError (or StateMismatch) rather than use a value out of range.
+        """
+        if data:
+            raise ValueError(f"{self.kind} has no state, but the session holds {len(data)} bytes for it")
+
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        """Problems that would stop ``load_state(data, version)`` from working (``session verify``).
 
         ``deep`` asks for the expensive checks (full content digests of disks).
         """
-        return []
+        return [f"{self.kind} has no state, but the session holds {len(data)} bytes for it"] if data else []
+
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
+        """One line about a saved state for ``molpy session info`` ('' when there is nothing to say)."""
+        return ""
 
     def reset(self) -> None:
         """Go back to the state last loaded (Machine.reset)."""
@@ -59,22 +125,52 @@ class Device:
         """Release files and locks."""
 
 
-def create_devices(machine: "Machine") -> list[Device]:
-    """Every device the modules of this package create for ``machine``, in module order."""
-    import molpy.drivers as package
+def check_version(kind: str, cls: type[Device] | None, version: int) -> str:
+    """Why a chunk of ``version`` cannot be loaded ('' when it can). Format-2 session files
+    had no versions (0): every device wrote its version 1 then."""
+    if cls is None:
+        return f"the session holds state for a device {kind!r} this molpy does not have"
+    version = version or 1
+    if not cls.min_version <= version <= cls.version:
+        return (f"device {kind}: saved state version {version} is not supported (this molpy loads "
+                f"versions {cls.min_version} to {cls.version})")
+    return ""
 
-    devices: list[Device] = []
+
+def device_classes() -> dict[str, type[Device]]:
+    """Every device kind the modules of this package define (for reading sessions
+    without a machine: ``molpy session info``)."""
+    found: dict[str, type[Device]] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_") or info.name == "device":
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
-        factory = getattr(module, "create", None)
-        if factory is None:
-            continue
-        made = factory(machine)
-        if made is None:
-            continue
-        devices.extend(made if isinstance(made, list) else [made])
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Device) and value.kind != "????" \
+                    and value.__module__ == module.__name__:
+                found[value.kind] = value
+    return found
+
+
+def create_devices(ctx: DeviceContext) -> list[Device]:
+    """Every device the modules of this package create for a machine, in module order."""
+    devices: list[Device] = []
+    try:
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if info.name.startswith("_") or info.name == "device":
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            factory = getattr(module, "create", None)
+            if factory is None:
+                continue
+            made = factory(ctx)
+            if made is None:
+                continue
+            devices.extend(made if isinstance(made, list) else [made])
+    except BaseException:
+        for dev in reversed(devices):   # one device's bad file must not leak the others' files
+            dev.close()
+        raise
     for dev in devices:
-        dev.attach(machine)
+        dev.attach(ctx)
     return devices

@@ -4,7 +4,10 @@ The guest finds its disks with DISK_INFO, moves sectors with SYNC_READ/SYNC_WRIT
 or queues requests on a ring of 16-byte descriptors in its own RAM (RING_SETUP,
 CNTRL start, KICK, IRQ_ACK) exactly as MOL's guest drivers do. molpy has no
 interrupts and no I/O thread: KICK runs every queued descriptor before it returns
-and IRQ_ACK then reports the completed count.
+and IRQ_ACK then reports the completed count. What a MOL guest can see follows
+MOL's ablk.c (KICK answers 0, an engine error shows as a stopped engine; IRQ_ACK
+answers a bare 0 when the line is low; byte counts need not be whole sectors);
+docs/osi-abi.md lists where molpy checks more than MOL did.
 
 Data goes straight between the block backend and a memoryview of guest RAM. The
 guest is untrusted: every unit, sector, length, address and ring index is checked,
@@ -16,15 +19,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .device import Device, StateMismatch
+from molpy.emulation.session import Bulk, BulkRef
+from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
+                                   u64)
+
+from .block import SECTOR, BlockBackend, BlockError, Identity, content_digest
+from .device import Device, DeviceContext, StateMismatch
+from .disks import open_blkdev
 
 log = logging.getLogger("molpy.osi_blk")
-
-SECTOR = 512
 
 OSI_ABLK_RING_SETUP = 79
 OSI_ABLK_CNTRL = 80
@@ -33,6 +41,7 @@ OSI_ABLK_KICK = 82
 OSI_ABLK_IRQ_ACK = 83
 OSI_ABLK_SYNC_READ = 84
 OSI_ABLK_SYNC_WRITE = 85
+OSI_ABLK_BLESS_DISK = 86
 
 # CNTRL commands (second argument)
 CNTRL_RESET = 1
@@ -67,7 +76,7 @@ E_LENGTH = -5     # byte count not a multiple of 512, or larger than RAM ("negat
 E_ROFS = -6       # write to a read-only disk (-ro, -cd)
 E_IO = -7         # the host's read or write failed
 E_RING = -8       # bad ring descriptor or runaway ring: the engine stops
-E_STOPPED = -9    # KICK while the engine is not started
+E_STOPPED = -9    # (no longer returned: KICK answers 0 as in MOL; kept for the name table)
 
 ERROR_NAMES = {E_INVAL: "EINVAL", E_NOUNIT: "ENOUNIT", E_RANGE: "ERANGE", E_FAULT: "EFAULT",
                E_LENGTH: "ELENGTH", E_ROFS: "EROFS", E_IO: "EIO", E_RING: "ERING",
@@ -76,13 +85,15 @@ ERROR_NAMES = {E_INVAL: "EINVAL", E_NOUNIT: "ENOUNIT", E_RANGE: "ERANGE", E_FAUL
 DESC_SIZE = 16
 MAX_RING_EL = 65536      # descriptors in a ring
 MAX_SG_BATCH = 32        # scatter-gather entries executed as one batch (MOL's MAX_IOVEC)
+TRANSFER_STEP = 16 << 20  # long transfers go in steps; a stop request is seen between them
 
-OP_NONE = 0              # no request header seen since CNTRL start
+OP_NONE = 0              # no request since CNTRL start: data entries are counted, no I/O (MOL)
 OP_DUMMY = 3             # a control request: its data entries are consumed without I/O
+OPS = (OP_NONE, REQ_READ, REQ_WRITE, OP_DUMMY)
 
-STATE_MAGIC = b"MPBK"
-STATE_VERSION = 1
-_HEAD = struct.Struct(">4sHI")
+LEGACY_MAGIC = b"MPBK"    # version 1: "MPBK" | u16 1 | u32 n | JSON | overlays inline
+BULK_KIND = "COWD"       # a layered unit's changes (a -cow overlay's); instance = unit number
+_LEGACY_HEAD = struct.Struct(">4sHI")
 _DESC = struct.Struct(">IIII")
 _TWO = struct.Struct(">II")
 _ONE = struct.Struct(">I")
@@ -93,18 +104,14 @@ class Unit:
     """One disk as the guest sees it."""
 
     spec: Any
-    backend: Any
+    backend: BlockBackend
     flags: int
-    events: int = 0
     dirty: bool = False            # written since the last load_state/reset (cow reset)
+    boot_flags: int = 0            # the flags as configured (BLESS_DISK moves the boot hint)
 
     @property
     def readonly(self) -> bool:
         return bool(self.flags & INFO_READ_ONLY)
-
-    @property
-    def cow(self) -> bool:
-        return bool(getattr(self.spec, "cow", False))
 
 
 @dataclass
@@ -117,22 +124,39 @@ class RingState:
     head: int = 0                  # slot of the last descriptor taken (MOL's req_head)
     completed: int = 0             # descriptors completed since CNTRL start (IRQ_ACK r4)
     irq: bool = False              # the (virtual) interrupt line
-    event: bool = False
     cur_unit: int = -1             # the request the next data entries belong to
     cur_op: int = OP_NONE
     cur_pos: int = 0               # byte offset on the disk of the next data entry
-    last_error: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RingState":
-        state = cls()
-        for key in state.__dict__:
-            if key in d:
-                setattr(state, key, type(getattr(state, key))(d[key]))
-        return state
+    def from_dict(cls, d: Any, ram_size: int, disk_sizes: list[int]) -> "RingState":
+        """The ring registers from a saved record, every field checked against this machine:
+        a crafted session must not aim the engine outside RAM or outside a disk."""
+        keys = tuple(cls().__dict__)
+        d = record(d, "osi_blk ring", keys, optional=("event", "last_error"))   # (two retired fields)
+        n_el = integer(d["n_el"], "ring n_el", 0, MAX_RING_EL)
+        if n_el & (n_el - 1):
+            raise StateError("ring n_el: not a power of two")
+        base = u32(d["base"], "ring base")
+        if base + n_el * DESC_SIZE > ram_size or (base and base >= ram_size):
+            raise StateError("ring base: the ring lies outside RAM")
+        running = boolean(d["running"], "ring running")
+        if running and not n_el:
+            raise StateError("ring running: no ring is set up")
+        cur_unit = integer(d["cur_unit"], "ring cur_unit", -1, len(disk_sizes) - 1)
+        cur_op = integer(d["cur_op"], "ring cur_op", 0, max(OPS))
+        if cur_op in (REQ_READ, REQ_WRITE) and cur_unit < 0:
+            raise StateError("ring cur_op: a read or write with no unit")
+        limit = disk_sizes[cur_unit] if cur_unit >= 0 and cur_op in (REQ_READ, REQ_WRITE) else 0
+        return cls(base=base, n_el=n_el, running=running,
+                   head=integer(d["head"], "ring head", 0, max(n_el - 1, 0)),
+                   completed=u32(d["completed"], "ring completed"),
+                   irq=boolean(d["irq"], "ring irq"),
+                   cur_unit=cur_unit, cur_op=cur_op,
+                   cur_pos=integer(d["cur_pos"], "ring cur_pos", 0, limit))
 
 
 def unit_flags(spec: Any, backend: Any) -> int:
@@ -142,6 +166,8 @@ def unit_flags(spec: Any, backend: Any) -> int:
         flags |= INFO_READ_ONLY
     if getattr(spec, "cd", False):
         flags |= INFO_CDROM | INFO_REMOVABLE
+    if getattr(spec, "removable", False):      # -removable, -drvdisk
+        flags |= INFO_REMOVABLE
     if getattr(spec, "boot", False):
         flags |= INFO_BOOT_HINT
     return flags
@@ -150,33 +176,36 @@ def unit_flags(spec: Any, backend: Any) -> int:
 class OsiBlk(Device):
     """The ablk channel 0 and its units, in blkdev order.
 
-    Session state (``save_state``), version 1, big-endian::
-
-        "MPBK" | u16 version | u32 n | n bytes of UTF-8 JSON | overlay blobs
-
-    JSON: ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
-    unit: ``unit, path, size, inode, mtime_ns`` (the disk's identity; for ``-cow`` the
-    base disk's), ``cow``, ``readonly``, ``digest`` (SHA-256 of the disk's contents
-    at save time, checked by ``session verify --deep``) and ``overlay`` (byte length of the unit's
-    exported cow overlay, or null when the overlay held no data). The overlay blobs
-    follow the JSON in unit order.
+    Session state (``save_state``), version 2: UTF-8 JSON,
+    ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
+    unit: ``unit, path, size, inode, mtime_ns, dev`` (the disk's identity; for ``-cow``
+    the base disk's), ``cow``, ``readonly``, ``digest`` (SHA-256 of the disk's contents
+    at save time, checked by ``session verify --deep``) and ``overlay`` (true when the
+    unit held changes: they are the bulk chunk ``COWD``/unit), ``boot`` (it holds the
+    boot hint). Version 1 (still read) was ``"MPBK" | u16 1 | u32 n | JSON`` with
+    ``overlay`` a byte length and the overlay contents inline after the JSON.
     """
 
     kind = "ABLK"
+    version = 2
+    min_version = 1
 
-    def __init__(self, machine, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
-        self.machine = machine
+    def __init__(self, ctx: DeviceContext, units: list[Unit], io_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+        self.ctx = ctx
         self.units = units
         self.ring = RingState()
         self._io_errors = io_errors
         self._loaded_ring = RingState()
-        self._loaded_overlays: dict[int, bytes] = {}
+        self._loaded_overlays: dict[int, tuple[Any, int, int | None]] = {}   # unit -> (read, length, crc)
+        self._bulk: dict[tuple[str, int], BulkRef] = {}
         self._warned: set[str] = set()
+        for u in units:
+            u.boot_flags = u.flags & INFO_BOOT_HINT
 
     # -- wiring --
 
-    def attach(self, machine) -> None:
-        osi = machine.osi
+    def attach(self, ctx: DeviceContext) -> None:
+        osi = ctx.osi
         osi.register(OSI_ABLK_RING_SETUP, self.ring_setup, 3, "osi_blk")
         osi.register(OSI_ABLK_CNTRL, self.cntrl, 3, "osi_blk")
         osi.register(OSI_ABLK_DISK_INFO, self.disk_info, 2, "osi_blk")
@@ -184,6 +213,7 @@ class OsiBlk(Device):
         osi.register(OSI_ABLK_IRQ_ACK, self.irq_ack, 1, "osi_blk")
         osi.register(OSI_ABLK_SYNC_READ, self.sync_read, 5, "osi_blk")
         osi.register(OSI_ABLK_SYNC_WRITE, self.sync_write, 5, "osi_blk")
+        osi.register(OSI_ABLK_BLESS_DISK, self.bless_disk, 2, "osi_blk")
 
     def _warn_once(self, key: str, msg: str, *args) -> None:
         if key not in self._warned:
@@ -201,6 +231,15 @@ class OsiBlk(Device):
         u = self.units[unit]
         return (0, min(u.backend.size // SECTOR, 0xFFFFFFFF), u.flags, 0, 0)
 
+    def bless_disk(self, channel: int, unit: int) -> int:
+        """MOL's BLESS_DISK: this unit becomes the one boot hint (the firmware booted it)."""
+        if channel or unit >= len(self.units):
+            return E_INVAL
+        for u in self.units:
+            u.flags &= ~INFO_BOOT_HINT
+        self.units[unit].flags |= INFO_BOOT_HINT
+        return 0
+
     def sync_read(self, channel: int, unit: int, blk: int, addr: int, size: int) -> int:
         return self._sync(False, channel, unit, blk, addr, size)
 
@@ -208,6 +247,7 @@ class OsiBlk(Device):
         return self._sync(True, channel, unit, blk, addr, size)
 
     def _sync(self, write: bool, channel: int, unit: int, blk: int, addr: int, size: int) -> int:
+        """MOL's sync_io: ``blk`` is a signed sector number, ``size`` any byte count."""
         if channel:
             return E_INVAL
         if unit >= len(self.units):
@@ -215,11 +255,13 @@ class OsiBlk(Device):
         u = self.units[unit]
         if write and u.readonly:
             return E_ROFS
-        mem = self.machine.memory
-        if size % SECTOR or size > mem.size:
+        mem = self.ctx.memory
+        if size > mem.size:
             return E_LENGTH
         if addr + size > mem.size:
             return E_FAULT
+        if blk & 0x80000000:
+            return E_RANGE
         offset = blk * SECTOR
         if offset + size > u.backend.size:
             return E_RANGE
@@ -228,33 +270,48 @@ class OsiBlk(Device):
         return self._transfer(u, write, offset, addr, size)
 
     def _transfer(self, u: Unit, write: bool, offset: int, addr: int, size: int) -> int:
-        """One checked transfer between the disk and guest RAM, without copies."""
-        buf = self.machine.memory.view[addr:addr + size]
+        """One checked transfer between the disk and guest RAM, without copies; a long one
+        goes in steps so that Ctrl-C or SIGTERM is seen within one step."""
+        view = self.ctx.memory.view
+        done = 0
         try:
-            if write:
-                u.dirty = True
-                u.backend.write(offset, buf)
-            else:
-                u.backend.readinto(offset, buf)
-                self.machine.cpu.code_changed(addr, addr + size)
+            while done < size:
+                n = min(size - done, TRANSFER_STEP)
+                if done and self.ctx.stop_requested():
+                    return E_IO
+                buf = view[addr + done:addr + done + n]
+                try:
+                    if write:
+                        u.dirty = True
+                        u.backend.write(offset + done, buf)
+                    else:
+                        u.backend.readinto(offset + done, buf)
+                finally:
+                    buf.release()
+                done += n
         except self._io_errors as e:
             self._warn_once(f"io:{u.backend.path}", "osi_blk: %s error on %s at byte %d: %s",
-                            "write" if write else "read", u.backend.path, offset, e)
+                            "write" if write else "read", u.backend.path, offset + done, e)
             return E_IO
         finally:
-            buf.release()
+            if not write and done:
+                self.ctx.code_changed(addr, addr + done)
         return 0
 
     # -- the ring --
 
     def ring_setup(self, channel: int, addr: int, n_el: int) -> int:
-        """Place a ring of ``n_el`` descriptors (a power of two) at guest-physical ``addr``."""
+        """Place a ring of ``n_el`` descriptors (a power of two) at guest-physical ``addr``.
+
+        ``n_el`` 0 is accepted as MOL accepts it, as "no usable ring" (START then fails);
+        MOL took it as a ring without end, which reads and writes past any buffer.
+        """
         r = self.ring
         if channel or r.running:
             return E_INVAL
-        if not 0 < n_el <= MAX_RING_EL or n_el & (n_el - 1):
+        if n_el > MAX_RING_EL or n_el & (n_el - 1):
             return E_INVAL
-        if addr + n_el * DESC_SIZE > self.machine.memory.size:
+        if addr + n_el * DESC_SIZE > self.ctx.memory.size or addr >= self.ctx.memory.size:
             return E_FAULT
         r.base, r.n_el, r.head = addr, n_el, 0
         return 0
@@ -270,56 +327,70 @@ class OsiBlk(Device):
                     return E_INVAL
                 # slot 0 counts as already taken; the guest's first request goes in slot 1
                 r.head, r.completed, r.running = 0, 0, True
-                r.cur_unit, r.cur_op, r.cur_pos, r.last_error = -1, OP_NONE, 0, 0
-                self.machine.memory.write_u32(r.base, REQ_NOP)
-        elif cmd == CNTRL_RESET:
-            r.completed = 0
-            r.running = False
-        elif cmd == CNTRL_STOP:
+                r.cur_unit, r.cur_op, r.cur_pos = -1, OP_NONE, 0
+                self.ctx.memory.write_u32(r.base, REQ_NOP)
+                self.ctx.code_changed(r.base, r.base + 4)
+        elif cmd in (CNTRL_RESET, CNTRL_STOP):
+            if cmd == CNTRL_RESET:
+                r.completed = 0
             r.running = False
         elif cmd == CNTRL_ROUTE_IRQ:
             pass                       # no interrupts in molpy: guests poll IRQ_ACK
         elif cmd == CNTRL_GET_EVENTS:
             if param >= len(self.units):
                 return E_NOUNIT
-            ret, self.units[param].events = self.units[param].events, 0
+            ret = 0                    # molpy's disks never change media: no events (documented)
         else:
-            return E_INVAL
+            # MOL: an unknown command is refused and also resets the engine
+            r.completed = 0
+            r.running = False
+            ret = E_INVAL
         if not r.running:
             r.irq = False
         return ret
 
     def kick(self, channel: int) -> int:
-        """Run the queued descriptors; 0, or the error that stopped the engine."""
+        """Run the queued descriptors. Always 0 for channel 0 (as MOL): an engine error stops
+        the engine and raises the line; the guest sees it at IRQ_ACK."""
         if channel:
             return E_INVAL
-        if not self.ring.running:
-            return E_STOPPED
-        return self._process()
+        if self.ring.running:
+            self._process()
+        return 0
 
     def irq_ack(self, channel: int) -> int | tuple[int, ...]:
-        """r3 = 1 if the line was raised since the last ack, r4 = completed, r5 = active, r6 = event."""
+        """0 when the line was low (r4.. untouched, as MOL); else r3 = 1, r4 = completed,
+        r5 = active (always 0: requests finish inside KICK), r6 = event (always 0: no media changes)."""
         if channel:
             return E_INVAL
         r = self.ring
-        raised = r.irq
+        if not r.irq:
+            return 0
         r.irq = False
-        event = int(r.event)
-        if raised:
-            r.event = False
-            # as MOL: restart the engine when the guest queued more work without a kick
-            if r.running and self._slot(r.head)[1]:
-                self._process()
-                r.irq = False
-        return (1 if raised else 0, r.completed & 0xFFFFFFFF, 0, event)
+        # as MOL: restart the engine when the guest queued more work without a kick
+        if r.running and self._slot(r.head)[1]:
+            self._process()
+            r.irq = False
+        return (1, r.completed & 0xFFFFFFFF, 0, 0)
 
     def _slot(self, index: int) -> tuple[int, int]:
-        return _TWO.unpack_from(self.machine.memory.view, self.ring.base + index * DESC_SIZE)
+        return _TWO.unpack_from(self.ctx.memory.view, self.ring.base + index * DESC_SIZE)
 
     def _process(self) -> int:
-        """MOL's engine loop, run to the end: every descriptor the guest has armed."""
+        """MOL's engine loop, run to the end: every descriptor the guest has armed.
+
+        The engine writes guest RAM itself (it hands slots back by clearing them): the
+        translations of the ring are dropped afterwards, as for any host write to RAM.
+        """
+        try:
+            return self._run_ring()
+        finally:
+            r = self.ring
+            self.ctx.code_changed(r.base, r.base + r.n_el * DESC_SIZE)
+
+    def _run_ring(self) -> int:
         r = self.ring
-        view = self.machine.memory.view
+        view = self.ctx.memory.view
         base, mask = r.base, r.n_el - 1
         budget = r.n_el                # one lap: more means the ring re-arms itself
         batch: list[tuple[int, int]] = []
@@ -337,6 +408,8 @@ class OsiBlk(Device):
                 batch = []
             if not proceed:
                 break
+            if self.ctx.stop_requested():
+                return 0               # molpy is stopping: the rest stays queued
             if budget <= 0:
                 return self._fail(E_RING, "the ring re-armed itself (more than one lap in one kick)")
             budget -= 1
@@ -344,8 +417,6 @@ class OsiBlk(Device):
             r.head = nxt
             flags, _, a, b = _DESC.unpack_from(view, base + nxt * DESC_SIZE)
             if flags & REQ_SG_BUF:
-                if r.cur_op == OP_NONE:
-                    return self._fail(E_RING, "a data entry without a request")
                 batch.append((a, b))           # buf, count
                 continue
             if a >= len(self.units):
@@ -370,15 +441,20 @@ class OsiBlk(Device):
         return 0
 
     def _run_batch(self, batch: list[tuple[int, int]]) -> int:
-        """Execute the data entries of the current request; contiguous guest buffers are merged."""
+        """Execute the data entries of the current request; contiguous guest buffers are merged.
+
+        Entries need not be whole sectors: each continues at the byte where the last ended.
+        Data entries with no request before them (right after START) are counted without
+        I/O, as in MOL; their buffers are still checked.
+        """
         r = self.ring
-        mem_size = self.machine.memory.size
+        mem_size = self.ctx.memory.size
         total = 0
         for addr, count in batch:
             if count > mem_size or addr + count > mem_size:
                 return E_FAULT
             total += count
-        if r.cur_op == OP_DUMMY:
+        if r.cur_op in (OP_NONE, OP_DUMMY):
             return 0
         u = self.units[r.cur_unit]
         pos = r.cur_pos
@@ -409,7 +485,6 @@ class OsiBlk(Device):
         r = self.ring
         r.running = False
         r.irq = True
-        r.last_error = err
         self._warn_once(f"ring:{err}", "osi_blk: ring stopped: %s%s", ERROR_NAMES.get(err, err),
                         f" ({why})" if why else "")
         return err
@@ -418,82 +493,106 @@ class OsiBlk(Device):
 
     def marker(self, u: Unit, index: int, digest: bool = False) -> dict:
         """The disk-sync marker of one unit (see the class docstring)."""
-        ident = _identity(u)
-        m = {"unit": index, "path": ident["path"], "size": ident["size"], "inode": ident["inode"],
-             "mtime_ns": ident["mtime_ns"], "cow": u.cow, "readonly": u.readonly, "digest": None,
-             "overlay": None}
+        ident = u.backend.identity()
+        m = {"unit": index, "path": ident.path, "size": ident.size, "inode": ident.inode,
+             "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.backend.layered, "readonly": u.readonly,
+             "digest": None, "overlay": False, "boot": bool(u.flags & INFO_BOOT_HINT)}
         if digest:
-            m["digest"] = _digest(u.spec.path)
+            m["digest"] = content_digest(u.backend.disk())
         return m
 
     def save_state(self) -> bytes:
-        disks, blobs = [], []
+        disks = []
         for i, u in enumerate(self.units):
             u.backend.flush()
             m = self.marker(u, i, digest=True)
-            if u.cow and u.backend.has_data():
-                blob = u.backend.export_overlay()
-                m["overlay"] = len(blob)
-                blobs.append(blob)
+            m["overlay"] = u.backend.changes_length() > 0
             disks.append(m)
-        doc = json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
-        return b"".join([_HEAD.pack(STATE_MAGIC, STATE_VERSION, len(doc)), doc, *blobs])
+        return json.dumps({"ring": self.ring.as_dict(), "disks": disks}, separators=(",", ":")).encode()
 
-    def verify_state(self, data: bytes, deep: bool = False) -> list[str]:
+    def save_bulk(self) -> list[Bulk]:
+        """The changes each layered unit holds (a -cow overlay's), streamed as chunks of their own."""
+        return [Bulk(BULK_KIND, i, u.backend.changes_length(), u.backend.save_changes)
+                for i, u in enumerate(self.units) if u.backend.changes_length()]
+
+    def restore_bulk(self, refs: dict[tuple[str, int], BulkRef]) -> None:
+        self._bulk = {k: v for k, v in refs.items() if k[0] == BULK_KIND}
+
+    @classmethod
+    def describe(cls, data: bytes, version: int) -> str:
         try:
-            ring, disks, blobs = _parse_state(data)
-        except ValueError as e:
+            ring, disks, _ = _parse_state(data, version)
+        except StateError as e:
+            return f"(damaged: {e})"
+        parts = [f"{m['path']}{' (holds changes)' if m['overlay'] else ''}" for m in disks]
+        return "disks: " + (", ".join(parts) or "none") + ("; ring running" if ring.get("running") is True else "")
+
+    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+        try:
+            ring, disks, inline = _parse_state(data, version)
+            RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units]
+                                if len(disks) == len(self.units) else [m["size"] for m in disks])
+        except (ValueError, StateError) as e:
             return [str(e)]
         problems = self._disk_problems(disks)
-        if not problems and ring.n_el and ring.base + ring.n_el * DESC_SIZE > self.machine.memory.size:
-            problems.append("osi_blk: the saved ring lies outside this machine's RAM")
+        for m in disks:
+            if m["overlay"] and inline is None and (BULK_KIND, m["unit"]) not in self._bulk:
+                problems.append(f"disk {m['path']}: the session holds no overlay contents for it")
         if deep and not problems:
             for m, u in zip(disks, self.units):
-                if m["digest"] and _digest(u.spec.path) != m["digest"]:
+                if m["digest"] and content_digest(u.backend.disk()) != m["digest"]:
                     problems.append(f"disk {m['path']}: its contents changed since the session was saved "
                                     f"(same size and date, different data); put the disk back as it "
                                     f"was, or start with --fresh")
         return problems
 
-    def load_state(self, data: bytes) -> None:
-        ring, disks, blobs = _parse_state(data)
+    def load_state(self, data: bytes, version: int) -> None:
+        ring, disks, inline = _parse_state(data, version)
         problems = self._disk_problems(disks)
         if problems:
             raise StateMismatch(problems[0])
-        if ring.n_el and ring.base + ring.n_el * DESC_SIZE > self.machine.memory.size:
-            raise ValueError("osi_blk: the saved ring lies outside this machine's RAM")
-        self._loaded_ring = RingState.from_dict(ring.as_dict())
-        self._loaded_overlays = {m["unit"]: blob for m, blob in zip(disks, blobs) if blob is not None}
-        for u in self.units:
+        loaded = RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units])
+        overlays: dict[int, tuple[Any, int, int | None]] = {}
+        for m in disks:
+            if not m["overlay"]:
+                continue
+            if inline is not None:                      # version 1: the contents follow the JSON
+                blob = inline[m["unit"]]
+                overlays[m["unit"]] = (_reader_of_bytes(blob), len(blob), None)
+                continue
+            ref = self._bulk.get((BULK_KIND, m["unit"]))
+            if ref is None:
+                raise ValueError(f"disk {m['path']}: the session holds no overlay contents for it")
+            overlays[m["unit"]] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
+        self._loaded_ring = loaded
+        self._loaded_overlays = overlays
+        for m, u in zip(disks, self.units):
             u.dirty = True
+            if m["boot"] is not None:          # where the firmware's BLESS_DISK left the hint
+                u.boot_flags = INFO_BOOT_HINT if m["boot"] else 0
         self.reset()
 
     def _disk_problems(self, disks: list[dict]) -> list[str]:
         """What keeps the saved disks from matching the ones attached now."""
         if len(disks) != len(self.units):
             saved = ", ".join(m["path"] for m in disks) or "none"
-            now = ", ".join(_identity(u)["path"] for u in self.units) or "none"
+            now = ", ".join(u.backend.identity().path for u in self.units) or "none"
             return [f"the session was saved with disks [{saved}] but this config attaches [{now}]; "
                     f"attach the same blkdevs, or start with --fresh"]
         problems = []
         for m, u in zip(disks, self.units):
-            now = _identity(u)
+            now = u.backend.identity()
             path = m["path"]
-            if now["path"] != path:
+            if now.path != path:
                 problems.append(f"unit {m['unit']}: the session was saved with disk {path} but this config "
-                                f"attaches {now['path']} there; attach the same blkdevs, or start with --fresh")
+                                f"attaches {now.path} there; attach the same blkdevs, or start with --fresh")
                 continue
-            if m["overlay"] is not None and not u.cow:
+            if m["overlay"] and not (u.backend.layered or getattr(u.spec, "cow", False)):
                 problems.append(f"disk {path}: the session holds the guest's changes to it in a cow "
                                 f"overlay; attach it with -cow to resume, or start with --fresh")
                 continue
-            changes = []
-            if now["size"] != m["size"]:
-                changes.append(f"size {m['size']} -> {now['size']} bytes")
-            if now["inode"] != m["inode"]:
-                changes.append("it is a different file (inode changed)")
-            if now["mtime_ns"] != m["mtime_ns"]:
-                changes.append("it was modified since the session was saved")
+            saved = Identity(path, m["size"], m["inode"], m["mtime_ns"], m["dev"] if m["dev"] is not None else now.dev)
+            changes = saved.changes(now)
             if changes:
                 problems.append(f"disk {path} changed: {'; '.join(changes)}. The saved session no longer "
                                 f"matches it: put the disk back as it was, or start with --fresh")
@@ -501,18 +600,17 @@ class OsiBlk(Device):
 
     def reset(self) -> None:
         """Back to the state last loaded: the ring registers and every cow overlay."""
-        self.ring = RingState.from_dict(self._loaded_ring.as_dict())
+        self.ring = RingState(**self._loaded_ring.as_dict())
         for i, u in enumerate(self.units):
+            u.flags = (u.flags & ~INFO_BOOT_HINT) | u.boot_flags
             if not u.dirty:
                 continue
-            if u.cow:
-                blob = self._loaded_overlays.get(i)
-                if blob is not None:
-                    u.backend.import_overlay(blob)
-                elif u.backend.has_data():
-                    u.backend.clear()
+            saved = self._loaded_overlays.get(i)
+            if saved is not None:
+                u.backend.load_changes(*saved)
+            else:
+                u.backend.drop_changes()
             u.dirty = False
-            u.events = 0
 
     def close(self) -> None:
         units, self.units = self.units, []
@@ -525,67 +623,93 @@ class OsiBlk(Device):
 
 # -- helpers --
 
-def _identity(u: Unit) -> dict:
-    """path, size, inode, mtime_ns of the unit's disk (for -cow: the base disk)."""
-    ident = u.backend.identity()
-    if hasattr(ident, "_asdict"):
-        d = ident._asdict()
-    elif hasattr(ident, "__dataclass_fields__"):
-        d = {k: getattr(ident, k) for k in ident.__dataclass_fields__}
+def _reader_of_bytes(blob: bytes):
+    view = memoryview(blob)
+
+    def read(pos: int, buf: memoryview) -> int:
+        part = view[pos:pos + len(buf)]
+        buf[:len(part)] = part
+        return len(part)
+    return read
+
+
+def _reader_of_file(fd: int, offset: int, length: int):
+    def read(pos: int, buf: memoryview) -> int:
+        n = min(len(buf), max(length - pos, 0))
+        return os.preadv(fd, [buf[:n]], offset + pos) if n else 0
+    return read
+
+
+def _marker(m: Any, i: int, version: int) -> dict:
+    """One disk-sync marker, every field checked (the session file is untrusted)."""
+    m = record(m, f"osi_blk disk {i}", ("unit", "path", "size", "inode", "mtime_ns", "cow", "readonly",
+                                          "digest", "overlay"), optional=("dev", "boot"))
+    integer(m["unit"], f"disk {i} unit", i, i)
+    text(m["path"], f"disk {i} path")
+    u64(m["size"], f"disk {i} size")
+    u64(m["inode"], f"disk {i} inode")
+    integer(m["mtime_ns"], f"disk {i} mtime_ns", -(1 << 63), (1 << 63) - 1)
+    m.setdefault("dev", None)
+    optional(m["dev"], u64, f"disk {i} dev")
+    boolean(m["cow"], f"disk {i} cow")
+    m.setdefault("boot", None)
+    optional(m["boot"], boolean, f"disk {i} boot")
+    boolean(m["readonly"], f"disk {i} readonly")
+    digest = optional(m["digest"], text, f"disk {i} digest", 64)
+    if digest is not None and (len(digest) != 64 or digest.strip("0123456789abcdef")):
+        raise StateError(f"disk {i} digest: not a SHA-256")
+    if version == 1:
+        optional(m["overlay"], integer, f"disk {i} overlay", 0, 1 << 62)
     else:
-        d = dict(ident)
-    mtime = d.get("mtime_ns", d.get("mtime"))
-    return {"path": str(d.get("path", u.backend.path)), "size": int(d.get("size", u.backend.size)),
-            "inode": int(d.get("inode", d.get("ino", 0)) or 0), "mtime_ns": int(mtime or 0)}
+        boolean(m["overlay"], f"disk {i} overlay")
+    return m
 
 
-def _digest(path: str) -> str:
-    from .block import content_digest
-    return content_digest(path)
+MAX_DISKS = 64
 
 
-def _parse_state(data: bytes) -> tuple[RingState, list[dict], list[bytes | None]]:
-    """Split ``save_state`` bytes; ValueError when they are damaged."""
-    if len(data) < _HEAD.size:
-        raise ValueError("osi_blk state is truncated")
-    magic, version, n = _HEAD.unpack_from(data)
-    if magic != STATE_MAGIC or version != STATE_VERSION:
-        raise ValueError(f"osi_blk state has an unknown format ({magic!r} version {version})")
-    try:
-        doc = json.loads(bytes(data[_HEAD.size:_HEAD.size + n]))
-        ring = RingState.from_dict(doc["ring"])
-        disks = list(doc["disks"])
-        for m in disks:
-            for key in ("unit", "path", "size", "inode", "mtime_ns", "cow", "overlay"):
-                m[key]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"osi_blk state is damaged ({e})") from None
-    pos = _HEAD.size + n
-    blobs: list[bytes | None] = []
+def _parse_state(data: bytes, version: int) -> tuple[Any, list[dict], dict[int, bytes] | None]:
+    """Split saved state: (ring record, markers, version-1 inline overlays or None).
+
+    StateError (a ValueError) naming the field when it is damaged or crafted."""
+    if version >= 2:
+        doc, inline = loads(data, "osi_blk state"), None
+    else:
+        if len(data) < _LEGACY_HEAD.size:
+            raise StateError("osi_blk state is truncated")
+        magic, legacy, n = _LEGACY_HEAD.unpack_from(data)
+        if magic != LEGACY_MAGIC or legacy != 1 or _LEGACY_HEAD.size + n > len(data):
+            raise StateError("osi_blk state (version 1) is damaged")
+        doc, inline = loads(data[_LEGACY_HEAD.size:_LEGACY_HEAD.size + n], "osi_blk state"), {}
+    doc = record(doc, "osi_blk state", ("ring", "disks"))
+    if type(doc["disks"]) is not list or len(doc["disks"]) > MAX_DISKS:
+        raise StateError(f"osi_blk state: disks is not a list of at most {MAX_DISKS} markers")
+    disks = [_marker(m, i, version) for i, m in enumerate(doc["disks"])]
+    if inline is None:
+        return doc["ring"], disks, None
+    pos = _LEGACY_HEAD.size + n
     for m in disks:
         size = m["overlay"]
+        m["overlay"] = size is not None
         if size is None:
-            blobs.append(None)
             continue
         if pos + size > len(data):
-            raise ValueError("osi_blk state is truncated (overlay data missing)")
-        blobs.append(bytes(data[pos:pos + size]))
+            raise StateError("osi_blk state is truncated (overlay data missing)")
+        inline[m["unit"]] = bytes(data[pos:pos + size])
         pos += size
-    return ring, disks, blobs
+    if pos != len(data):
+        raise StateError("osi_blk state has trailing bytes")
+    return doc["ring"], disks, inline
 
 
 def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> list[Unit]:
     """Open every blkdev in order; on a failure close the ones already open and re-raise.
 
     ``inspect_only`` (session verify) opens every disk read-only and makes no overlay."""
-    from .block import RawBackend, open_blkdev
-    from .demo_disk import ensure_demo_disk
-
     units: list[Unit] = []
     try:
         for spec in specs:
-            ensure_demo_disk(spec.path)
-            backend = RawBackend(spec.path, readonly=True) if inspect_only else open_blkdev(spec, cow_dir)
+            backend = open_blkdev(spec, cow_dir, inspect_only=inspect_only)
             units.append(Unit(spec=spec, backend=backend, flags=unit_flags(spec, backend)))
     except BaseException:
         for u in units:
@@ -597,14 +721,11 @@ def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> 
     return units
 
 
-def create(machine) -> OsiBlk:
+def create(ctx: DeviceContext) -> OsiBlk:
     """The ablk device with the machine's blkdevs. BlockError (a disk that cannot be
     opened, a lock held by another molpy ...) propagates: the CLI prints it as one line."""
-    specs = list(machine.config.blkdevs)
+    specs = list(ctx.config.blkdevs)
     if not specs:                      # still served: the guest learns there are no disks
-        return OsiBlk(machine, [])
-    from .block import BlockError
-
-    units = open_units(specs, machine.config.cow_dir, machine.config.inspect_only)
-    return OsiBlk(machine, units, io_errors=(OSError, BlockError))
-
+        return OsiBlk(ctx, [])
+    units = open_units(specs, ctx.config.cow_dir, ctx.config.inspect_only)
+    return OsiBlk(ctx, units, io_errors=(OSError, BlockError))

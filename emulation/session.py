@@ -1,16 +1,25 @@
 """Session files: RAM, CPU state and device state, saved atomically, resumed lazily.
 
 Layout (docs/formats.md): a 4 KiB header, a chunk table with a CRC-32 per chunk, the
-small chunks (CPU state, one per device), then the RAM chunk, page-aligned, with zero
-pages left as holes. RAM is never read at resume: it is mapped MAP_PRIVATE from the
-file, so resume costs the same at 64 MiB and at 2 GiB; its checksum is checked by
-``molpy session verify``. The session layer knows devices only as (kind, instance,
-bytes) through the Device interface (drivers/device.py).
+small chunks (CPU state, one per device), the bulk chunks (device data too big to hold
+in memory, such as a -cow overlay's contents, streamed in and out), then the RAM chunk,
+page-aligned, with zero pages left as holes. RAM is never read at resume: it is mapped
+MAP_PRIVATE from the file, so resume costs the same at 64 MiB and at 2 GiB; its checksum
+is checked by ``molpy session verify``. The session layer knows devices only as
+(kind, instance, version, bytes) and bulk chunks through the Device interface
+(drivers/device.py).
+
+A session file is untrusted input: every header and table field is checked before use,
+chunks may not overlap or leave the file, small chunks are bounded, bulk chunks are never
+read into memory, and the writer checks the new file with the reader's own rules before
+it replaces the previous session.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import os
 import queue
 import struct
@@ -18,18 +27,25 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import __version__
+from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
+from .memory import MAX_RAM_MIB
+from .state import StateError, loads
 
 MAGIC = b"MOLPYSES"
-VERSION = 2                       # 2: the header holds the chunk table's CRC-32
+VERSION = 3                       # 3: per-chunk state versions and bulk chunks
+READABLE_VERSIONS = (2, 3)        # 2: the same layout, no bulk chunks, versions 0
 HEADER_SIZE = 4096
 PAGE = 4096
 FLAG_USED = 1                     # a non-read-only session that has been resumed once
 _HEADER = struct.Struct(">8sII16s64sQIIQQ")
 _ENTRY = struct.Struct(">4sIQQII")
-MAX_CHUNKS = 4096
-MAX_SMALL_CHUNK = 1 << 30         # device state (with cow overlay contents) is at most this
+ENTRY_BULK = 1 << 16              # entry's last word: version (low 16 bits) | flags
+MAX_CHUNKS = 1024
+MAX_SMALL_CHUNK = 16 << 20        # CPU and device state: read into memory at open
+MAX_RAM = MAX_RAM_MIB << 20
 CPU_KIND = b"CPU "
 RAM_KIND = b"RAM "
 
@@ -45,11 +61,44 @@ class Chunk:
     offset: int
     length: int
     crc: int
+    version: int = 0
+    bulk: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.decode('ascii', 'replace').strip()}/{self.instance}"
+
+
+@dataclass
+class Bulk:
+    """Device data written straight into the session file, never held in memory whole.
+
+    ``write(fd, offset)`` puts exactly ``length`` bytes at ``offset`` of the session file
+    and returns their CRC-32 (see :func:`copy_range`).
+    """
+
+    kind: str
+    instance: int
+    length: int
+    write: Callable[[int, int], int]
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class BulkRef:
+    """Where a bulk chunk lies in an open session file, for the device that wrote it."""
+
+    path: str
+    fd: int
+    offset: int
+    length: int
+    crc: int
+    version: int
 
 
 @dataclass
 class SessionFile:
-    """An opened, checked session: everything but RAM read into memory."""
+    """An opened, checked session: the small chunks read into memory, RAM and bulk data not."""
 
     path: str
     fd: int
@@ -62,7 +111,6 @@ class SessionFile:
     chunks: list[Chunk]
     table_crc: int
     small: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
-    writable: bool = False
 
     @property
     def used(self) -> bool:
@@ -74,25 +122,62 @@ class SessionFile:
 
     def cpu_dict(self) -> dict:
         try:
-            return json.loads(self.small[(CPU_KIND, 0)])
-        except (KeyError, ValueError) as e:
+            doc = loads(self.small[(CPU_KIND, 0)], "CPU state")
+        except (KeyError, StateError) as e:
             raise SessionError(f"{self.path}: the CPU state is damaged ({e})") from None
+        if not isinstance(doc, dict):
+            raise SessionError(f"{self.path}: the CPU state is damaged (not a record)")
+        return doc
 
     def device_chunks(self) -> dict[tuple[str, int], bytes]:
         return {(k.decode("ascii", "replace"), i): v for (k, i), v in self.small.items()
                 if k not in (CPU_KIND, RAM_KIND)}
 
+    def versions(self) -> dict[tuple[str, int], int]:
+        """The state version each chunk was written with (0 in format-2 files)."""
+        return {(c.kind.decode("ascii", "replace"), c.instance): c.version for c in self.chunks}
+
+    def bulk_chunks(self) -> dict[tuple[str, int], BulkRef]:
+        return {(c.kind.decode("ascii", "replace"), c.instance):
+                BulkRef(self.path, self.fd, c.offset, c.length, c.crc, c.version)
+                for c in self.chunks if c.bulk}
+
+    def lock(self, exclusive: bool) -> None:
+        """flock the session (exclusive: a resume-once session; shared: read-only), or
+        SessionError naming the molpy that holds it."""
+        try:
+            lock(self.fd, exclusive)
+        except FileLocked as e:
+            who = f"another molpy (pid {e.pid})" if e.pid else "another molpy"
+            raise SessionError(f"session {self.path} is in use by {who}; it resumes in one molpy "
+                               f"at a time" + ("" if exclusive else " unless it is read-only in both")) from None
+        except OSError as e:
+            raise SessionError(f"session {self.path}: cannot lock it: {e.strerror}") from None
+
     def mark_used(self) -> None:
-        """MOL's behaviour for sessions that are not read-only: they resume once."""
+        """MOL's behaviour for sessions that are not read-only: they resume once.
+
+        The flag is written through a second descriptor on the same file (not by path, which
+        could name another file by now), then closed: a writer open would break the read
+        lease that guards the RAM mapping.
+        """
         self.flags |= FLAG_USED
-        os.pwrite(self.fd, _pack_header(self.flags, self.config_checksum, self.ram_size, len(self.chunks),
-                                        self.table_crc, self.saved_ns, self.molpy_version), 0)
-        os.fsync(self.fd)
+        header = _pack_header(self.flags, self.config_checksum, self.ram_size, len(self.chunks),
+                              self.table_crc, self.saved_ns, self.molpy_version, self.version)
+        try:
+            fd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SessionError(f"session {self.path}: cannot mark it used: {e.strerror}") from None
+        try:
+            os.pwrite(fd, header, 0)
+            os.fsync(fd)
+        except OSError as e:
+            raise SessionError(f"session {self.path}: cannot mark it used: {e.strerror}") from None
+        finally:
+            os.close(fd)
 
     def verify_ram(self) -> bool:
         """Read the whole RAM chunk and check its checksum (slow: ``session verify`` only)."""
-        import mmap
-
         ram = self.ram
         with mmap.mmap(self.fd, ram.length, mmap.MAP_SHARED, mmap.PROT_READ, offset=ram.offset) as m:
             view = memoryview(m)
@@ -104,6 +189,14 @@ class SessionFile:
             finally:
                 view.release()
 
+    def verify_bulk(self) -> list[str]:
+        """Chunks whose bytes fail their checksum (reads each bulk chunk once, in steps)."""
+        bad = []
+        for c in self.chunks:
+            if c.bulk and crc_range(self.fd, c.offset, c.length) != c.crc:
+                bad.append(c.name)
+        return bad
+
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
@@ -111,83 +204,104 @@ class SessionFile:
 
 
 def _pack_header(flags: int, checksum: str, ram_size: int, nchunks: int, table_crc: int, saved_ns: int,
-                 version: str = __version__) -> bytes:
-    fixed = _HEADER.pack(MAGIC, VERSION, flags, version.encode()[:16], checksum.encode()[:64], ram_size,
+                 molpy_version: str = __version__, version: int = VERSION) -> bytes:
+    fixed = _HEADER.pack(MAGIC, version, flags, molpy_version.encode()[:16], checksum.encode()[:64], ram_size,
                          nchunks, table_crc, HEADER_SIZE, saved_ns)
     body = fixed.ljust(HEADER_SIZE - 4, b"\0")
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def open_session(path: str, writable: bool = False) -> SessionFile:
-    """Open and check a session file; SessionError with a one-line reason when it is bad."""
+def open_session(path: str) -> SessionFile:
+    """Open and check a session file; SessionError with a one-line reason when it is bad.
+
+    The file is opened read-only and non-blocking: a FIFO, directory or device at ``path``
+    is refused, never waited on.
+    """
     try:
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-    except OSError as e:
-        raise SessionError(f"session {path}: cannot open it: {e.strerror}") from None
+        fd = open_existing(path, what="session file")
+    except HostFileError as e:
+        raise SessionError(f"session {e}") from None
     try:
-        return _read(path, fd, writable)
+        return _read(path, fd)
     except BaseException:
         os.close(fd)
         raise
 
 
-def _read(path: str, fd: int, writable: bool) -> SessionFile:
+def _read(path: str, fd: int) -> SessionFile:
     size = os.fstat(fd).st_size
     head = os.pread(fd, HEADER_SIZE, 0)
     if len(head) < _HEADER.size or head[:8] != MAGIC:
         raise SessionError(f"{path} is not a molpy session file")
     magic, version, flags, mver, checksum, ram_size, nchunks, table_crc, table, saved_ns = _HEADER.unpack_from(head)
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise SessionError(f"{path}: session format version {version} is not supported (this molpy "
-                           f"{__version__} reads version {VERSION}); start with --fresh")
+                           f"{__version__} reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                           f"start with --fresh")
     if len(head) < HEADER_SIZE or struct.unpack_from(">I", head, HEADER_SIZE - 4)[0] != \
             zlib.crc32(head[:HEADER_SIZE - 4]):
         raise SessionError(f"{path}: the session header is damaged (checksum mismatch)")
-    if not 0 < nchunks <= MAX_CHUNKS or table != HEADER_SIZE:
+    if not 0 < nchunks <= MAX_CHUNKS or table != HEADER_SIZE or flags & ~FLAG_USED:
         raise SessionError(f"{path}: the session header is damaged (chunk table)")
     raw = os.pread(fd, nchunks * _ENTRY.size, table)
     if len(raw) != nchunks * _ENTRY.size:
         raise SessionError(f"{path} is truncated (chunk table incomplete)")
     if zlib.crc32(raw) != table_crc:
         raise SessionError(f"{path}: the session is damaged (the chunk table fails its checksum)")
-    chunks = [Chunk(k, i, off, length, crc) for k, i, off, length, crc, _ in
-              (_ENTRY.unpack_from(raw, n * _ENTRY.size) for n in range(nchunks))]
+    chunks = []
+    for n in range(nchunks):
+        kind, instance, off, length, crc, word = _ENTRY.unpack_from(raw, n * _ENTRY.size)
+        if not all(0x20 <= b < 0x7F for b in kind) or word >> 16 & ~1 or (version == 2 and word):
+            raise SessionError(f"{path}: the session is damaged (chunk table entry {n})")
+        chunks.append(Chunk(kind, instance, off, length, crc, version=word & 0xFFFF,
+                            bulk=bool(word & ENTRY_BULK)))
     s = SessionFile(path=path, fd=fd, version=version, flags=flags,
                     molpy_version=mver.rstrip(b"\0").decode("ascii", "replace"),
                     config_checksum=checksum.rstrip(b"\0").decode("ascii", "replace"), ram_size=ram_size,
-                    saved_ns=saved_ns, chunks=chunks, table_crc=table_crc, writable=writable)
-    seen = set()
+                    saved_ns=saved_ns, chunks=chunks, table_crc=table_crc)
     rams = [c for c in chunks if c.kind == RAM_KIND]
     if len(rams) != 1:
         raise SessionError(f"{path}: the session is damaged (it has {len(rams)} RAM chunks)")
     ram = rams[0]
-    if ram.length != ram_size or ram.offset % PAGE or not 0 < ram_size <= 2048 << 20 or ram_size % PAGE:
+    if ram.length != ram_size or ram.offset % PAGE or not 0 < ram_size <= MAX_RAM or ram_size % PAGE \
+            or ram.bulk:
         raise SessionError(f"{path}: the session is damaged (bad RAM chunk)")
-    if ram.offset + ram.length > size:
-        raise SessionError(f"{path} is truncated (RAM ends at byte {ram.offset + ram.length}, "
-                           f"the file has {size})")
-    data_start = table + nchunks * _ENTRY.size
+    _check_placement(path, chunks, table + nchunks * _ENTRY.size, size, ram.offset)
     for c in chunks:
-        key = (c.kind, c.instance)
-        if key in seen:
-            raise SessionError(f"{path}: the session is damaged (chunk {c.kind!r} {c.instance} twice)")
-        seen.add(key)
-        if c.kind == RAM_KIND:
+        if c.kind == RAM_KIND or c.bulk:
             continue
-        if c.length > MAX_SMALL_CHUNK or c.offset < data_start or c.offset + c.length > ram.offset:
-            raise SessionError(f"{path}: the session is damaged (chunk {c.kind!r} out of place)")
-        if c.offset + c.length > size:
-            raise SessionError(f"{path} is truncated (chunk {c.kind!r} incomplete)")
         data = os.pread(fd, c.length, c.offset)
         if len(data) != c.length:
-            raise SessionError(f"{path} is truncated (chunk {c.kind!r} incomplete)")
+            raise SessionError(f"{path} is truncated (chunk {c.name} incomplete)")
         if zlib.crc32(data) != c.crc:
-            raise SessionError(f"{path}: the session is damaged (chunk {c.kind.decode('ascii', 'replace')!r} "
-                               f"fails its checksum)")
-        s.small[key] = data
+            raise SessionError(f"{path}: the session is damaged (chunk {c.name} fails its checksum)")
+        s.small[(c.kind, c.instance)] = data
     if (CPU_KIND, 0) not in s.small:
         raise SessionError(f"{path}: the session is damaged (no CPU state)")
     return s
+
+
+def _check_placement(path: str, chunks: list[Chunk], data_start: int, size: int, ram_offset: int) -> None:
+    """Every chunk inside the file where the writer puts it (after the table; RAM last),
+    none overlapping another, small ones small: so no table, however crafted, makes molpy
+    read a byte twice or allocate more than the file holds."""
+    seen = set()
+    end = data_start
+    for c in sorted(chunks, key=lambda c: (c.offset, c.length)):
+        key = (c.kind, c.instance)
+        if key in seen:
+            raise SessionError(f"{path}: the session is damaged (chunk {c.name} twice)")
+        seen.add(key)
+        if c.kind != RAM_KIND and not c.bulk and c.length > MAX_SMALL_CHUNK:
+            raise SessionError(f"{path}: the session is damaged (chunk {c.name} is {c.length} bytes; "
+                               f"device state is at most {MAX_SMALL_CHUNK})")
+        if c.offset < end or (c.kind != RAM_KIND and c.offset + c.length > ram_offset):
+            raise SessionError(f"{path}: the session is damaged (chunk {c.name} out of place)")
+        if c.offset + c.length > size:
+            what = "RAM" if c.kind == RAM_KIND else f"chunk {c.name}"
+            raise SessionError(f"{path} is truncated ({what} ends at byte {c.offset + c.length}, "
+                               f"the file has {size})")
+        end = c.offset + c.length
 
 
 def nonzero_page_runs(view: memoryview) -> list[tuple[int, int]]:
@@ -200,28 +314,45 @@ def nonzero_page_runs(view: memoryview) -> list[tuple[int, int]]:
 
 
 def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str, int, bytes]],
-                  config_checksum: str) -> int:
-    """Write a session atomically (temporary file, fsync, rename); returns its size in bytes.
+                  config_checksum: str, bulks: list[Bulk] | None = None,
+                  versions: dict[tuple[str, int], int] | None = None) -> int:
+    """Write a session atomically; returns its size in bytes.
 
-    A save killed at any point leaves the previous session file as it was.
+    The file is written unnamed (O_TMPFILE), fsynced, read back with the reader's own
+    checks, and only then put in place of the previous session: a save that fails, is
+    interrupted or is killed at any point leaves the previous session as it was and no
+    temporary file behind.
     """
+    bulks = bulks or []
+    versions = versions or {}
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    _remove_stale_temporaries(folder, os.path.basename(path))
-    small = [(CPU_KIND, 0, json.dumps(cpu, separators=(",", ":")).encode())]
+    remove_stale(folder, os.path.basename(path))
+    small = [(CPU_KIND, 0, versions.get(("CPU ", 0), 1), json.dumps(cpu, separators=(",", ":")).encode())]
     for kind, instance, data in devices:
-        small.append((kind.encode("ascii")[:4].ljust(4), instance, bytes(data)))
-    nchunks = len(small) + 1
+        small.append((_kind_bytes(kind), instance, versions.get((kind, instance), 1), bytes(data)))
+    for kind, instance, _, data in small:
+        if len(data) > MAX_SMALL_CHUNK:
+            raise SessionError(f"cannot save: the state of {kind.decode()}/{instance} is {len(data)} bytes "
+                               f"(at most {MAX_SMALL_CHUNK}); nothing was written")
+    nchunks = len(small) + len(bulks) + 1
+    if nchunks > MAX_CHUNKS:
+        raise SessionError(f"cannot save: {nchunks} chunks (at most {MAX_CHUNKS}); nothing was written")
     pos = HEADER_SIZE + nchunks * _ENTRY.size
     entries, blobs = [], []
-    for kind, instance, data in small:
-        entries.append(Chunk(kind, instance, pos, len(data), zlib.crc32(data)))
+    for kind, instance, version, data in small:
+        entries.append(Chunk(kind, instance, pos, len(data), zlib.crc32(data), version))
         blobs.append((pos, data))
         pos += len(data)
-    ram_offset = (pos + PAGE - 1) // PAGE * PAGE
+    placed = []
+    for b in bulks:
+        pos = _align(pos)
+        placed.append((b, pos))
+        pos += b.length
+    ram_offset = _align(pos)
     # RAM goes out in slices. A worker thread finds the non-zero pages of each slice and
-    # hands them over, then checksums them all; this thread writes them and syncs meanwhile (numpy, zlib, pwrite and fsync release the GIL). The guest is stopped, so
-    # RAM does not change under either thread.
+    # hands them over, then checksums them all; this thread writes them and syncs meanwhile
+    # (numpy, zlib, pwrite and fsync release the GIL). The guest is stopped, so RAM does
+    # not change under either thread.
     slices: queue.Queue = queue.Queue()
     crc_box = [0]
     stop = threading.Event()
@@ -241,49 +372,57 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
                 return
             crc_box[0] = ram_checksum(ram, runs, crc_box[0])
 
-    def stop_worker() -> None:
-        stop.set()
-        worker.join()
-
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise SessionError(f"cannot write the session in {folder}: {e.strerror}") from None
+        out = NewFile(path, what="session")
+    except HostFileError as e:
+        raise SessionError(f"cannot write the session {path}: {e.reason}; the previous session (if any) "
+                           f"is unchanged") from None
+    fd = out.fd
     worker = threading.Thread(target=worker_loop, daemon=True)
     worker.start()
     try:
         os.ftruncate(fd, ram_offset + len(ram))
         for off, data in blobs:
-            _pwrite_all(fd, data, off)
+            pwrite_all(fd, data, off)
+        for b, off in placed:
+            entries.append(Chunk(_kind_bytes(b.kind), b.instance, off, b.length, b.write(fd, off),
+                                 b.version, bulk=True))
         while (runs := slices.get()) is not None:
             for off, length in runs:
-                _pwrite_all(fd, ram[off:off + length], ram_offset + off)
+                pwrite_all(fd, ram[off:off + length], ram_offset + off)
         os.fsync(fd)
         worker.join()
-        entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0]))
-        table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc, 0) for c in entries)
-        _pwrite_all(fd, table, HEADER_SIZE)
-        _pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, zlib.crc32(table), time.time_ns()), 0)
+        entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0], 1))
+        table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc,
+                                     c.version | (ENTRY_BULK if c.bulk else 0)) for c in entries)
+        pwrite_all(fd, table, HEADER_SIZE)
+        pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, zlib.crc32(table),
+                                     time.time_ns()), 0)
         os.fsync(fd)
+        _read(path, fd)                 # what a resume will check: refuse to publish what it refuses
+        previous = _hold(path)
+        out.publish()
     except OSError as e:
-        stop_worker()
-        os.close(fd)
-        os.unlink(tmp)
+        stop.set()
+        worker.join()
+        out.discard()
+        out.close()
         raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
                            f"(if any) is unchanged") from None
+    except SessionError as e:
+        stop.set()
+        worker.join()
+        out.discard()
+        out.close()
+        raise SessionError(f"cannot save: the file written fails the resume checks ({e}); the previous "
+                           f"session (if any) is unchanged") from None
     except BaseException:
-        stop_worker()
-        os.close(fd)
-        os.unlink(tmp)
+        stop.set()
+        worker.join()
+        out.discard()
+        out.close()
         raise
-    os.close(fd)
-    previous = _hold(path)
-    os.replace(tmp, path)
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    out.close()
     if previous is not None:
         # Freeing the replaced session's blocks happens at its last close and takes tens
         # of milliseconds for a big file; the save is complete, so another thread waits.
@@ -291,34 +430,21 @@ def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str
     return ram_offset + len(ram)
 
 
-def _remove_stale_temporaries(folder: str, name: str) -> None:
-    """Temporary files of saves that were killed (their process is gone) only take space."""
-    prefix = f".{name}.tmp."
-    try:
-        entries = [e for e in os.listdir(folder) if e.startswith(prefix)]
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue                               # still running: another molpy is saving
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        try:
-            os.unlink(os.path.join(folder, entry))
-        except OSError:
-            pass
+def _kind_bytes(kind: str) -> bytes:
+    raw = kind.encode("ascii")
+    if len(raw) != 4:
+        raise ValueError(f"a chunk kind is four ASCII letters, not {kind!r}")
+    return raw
+
+
+def _align(pos: int) -> int:
+    return (pos + PAGE - 1) // PAGE * PAGE
 
 
 def _hold(path: str) -> int | None:
     """An open descriptor on the file about to be replaced, or None if there is none."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
 
@@ -343,10 +469,3 @@ def ram_checksum(ram: memoryview, runs: list[tuple[int, int]], crc: int = 0) -> 
         crc = zlib.crc32(struct.pack(">QQ", off, length), crc)
         crc = zlib.crc32(ram[off:off + length], crc)
     return crc
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n

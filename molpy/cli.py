@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from . import __version__
 
 COMMANDS = ("run", "cow", "img", "session")   # modules of molpy.commands, each with add_parser() and main()
 
-EXIT_USAGE = 2
+from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
 
 
 class CommandError(Exception):
@@ -21,8 +23,25 @@ class CommandError(Exception):
         self.status = status
 
 
+def say(text: str) -> None:
+    """One line on stderr; nothing when stderr is gone (a hung-up terminal, a closed pipe)."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that help that cannot be written is an error (argparse drops it)."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="molpy",
         description="Run PowerPC guests on a Unicorn core with Mac-on-Linux's block driver "
                     "and sessions: boot once, press F12 to save, resume instantly.",
@@ -34,20 +53,107 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, process: bool | None = None) -> int:
+    """Run one command. ``process`` (the default when ``argv`` is None: the ``molpy``
+    script, ``python -m molpy``): molpy is the whole process, so its signal handling stays
+    to the end instead of being undone for the caller."""
+    if process is None:
+        process = argv is None
+    from . import crashnet
+    from .hostsignals import SignalGuard
+
+    if process:
+        _hold_standard_fds()
+    guard = SignalGuard().install()
+    crashnet.install()
+    try:
+        return _main(argv, guard)
+    finally:
+        if process:
+            guard.ignore_from_now()       # nothing can change the status any more
+        else:
+            guard.uninstall()
+            crashnet.uninstall()
+
+
+def _main(argv: list[str] | None, guard) -> int:
+    from .hostsignals import SignalExit, signal_name
+
+    try:
+        status = _dispatch(argv)
+    except CommandError as e:
+        say(f"molpy: error: {e}")
+        status = e.status
+    except SignalExit as e:
+        say(f"molpy: stopped by {e}")
+        status = e.status
+    except KeyboardInterrupt:             # SIGINT before the guard took it
+        say("molpy: interrupted")
+        status = 130
+    except BrokenPipeError:               # stdout's reader went away (`molpy session info F | head`)
+        status = EXIT_BROKEN_PIPE
+    except OSError as e:                  # a file problem no command turned into a message
+        where = f"{e.filename}: " if e.filename else ""
+        say(f"molpy: error: {where}{e.strerror or e}")
+        status = EXIT_USAGE
+    except SystemExit as e:               # argparse: --help, --version, a usage error
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
+    failed = _flush_or_drop()
+    if failed is not None and status == 0:    # the last of the output did not go out
+        if failed.errno == errno.EPIPE:
+            status = EXIT_BROKEN_PIPE
+        else:
+            say(f"molpy: error: cannot write the output: {failed.strerror}")
+            status = EXIT_USAGE
+    if guard.status is not None and status < 128:
+        say(f"molpy: stopped by {signal_name(guard.received)} (after the work under way was done)")
+        status = guard.status             # a signal came while the command finished its work
+    return status
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.func(args)
-    except CommandError as e:
-        print(f"molpy: error: {e}", file=sys.stderr)
-        return e.status
-    except KeyboardInterrupt:
-        print("molpy: interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
+
+
+def _hold_standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed: put /dev/null there, or the next file
+    molpy opens (a disk, the log) would get that number and receive the guest's output."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _flush_or_drop() -> OSError | None:
+    """Flush stdout/stderr now; if they cannot be written, send what is left to /dev/null
+    (else Python reports the failure itself at exit, with a traceback and status 120).
+    Returns why stdout could not be written, if it could not."""
+    failed = None
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:                   # it was closed when molpy started
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError) as e:
+            if stream is sys.stdout and isinstance(e, OSError):
+                failed = e
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    return failed
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,11 @@ from __future__ import annotations
 import collections
 import os
 import select
-import signal
 import termios
 import time
+
+from . import crashnet
+from .hostsignals import SignalExit, interruptible
 
 CTRL_RBRACKET = 0x1D
 # What xterm, tmux, screen and the Linux console send for F12 (plain and with modifiers).
@@ -21,6 +23,7 @@ F12_SEQUENCES = (b"\x1b[24~", b"\x1b[24;2~", b"\x1b[24;5~", b"\x1b[[L")
 ESC_HOLD_SECONDS = 0.05   # how long a lone ESC prefix waits for the rest of a sequence
 
 OUT_CHUNK = 4096          # guest output is written when this much is waiting, or sooner
+INPUT_QUEUE_MAX = 64 << 10  # keys not yet read by the guest; more input waits in the pipe
 QUIT = "quit"
 SAVE = "save"
 INTERRUPT = "interrupt"
@@ -119,31 +122,48 @@ class _FdConsole(Frontend):
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
-        self._old_wakeup = None
+        self._guard = None
+        self.output_error: OSError | None = None   # why the guest's output could not be written
+        self.line_open = False                     # the last byte written was not a newline
 
-    def install_signals(self) -> None:
-        """Ctrl-C and SIGTERM become a request the run loop sees within one slice."""
-        def handler(signum, frame):
-            self.request = INTERRUPT
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+    def attach_signals(self, guard) -> None:
+        """Signals (molpy.hostsignals) stop the guest within one slice and wake any wait."""
+        self._guard = guard
+        guard.add_listener(self)
+        guard.wake_with(self._wake_w)
+        if guard.received is not None:         # it came while this console was being made
+            self.on_signal(guard.received)
+
+    def on_signal(self, signum: int) -> None:
+        self.request = INTERRUPT
 
     def write(self, data: bytes) -> None:
+        """Guest output, unbuffered. A failed write ends the run (``output_error``), a
+        blocked one gives way to a signal; either way the rest of the output is dropped."""
+        if self.output_error is not None or not data:
+            return
+        self.line_open = data[-1:] != b"\n"
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self.out_fd, view)
+                with interruptible():
+                    n = os.write(self.out_fd, view)
+            except SignalExit:
+                return                       # the request is made: the run stops
             except BlockingIOError:
-                select.select([], [self.out_fd], [], 0.1)
+                if self.request == INTERRUPT:
+                    return
+                select.select([self._wake_r], [self.out_fd], [], 0.1)
                 continue
-            except BrokenPipeError:
+            except OSError as e:             # EPIPE, ENOSPC, EIO (the terminal hung up) ...
+                self.output_error = e
                 self.request = self.request or QUIT
                 return
             view = view[n:]
 
     def _read_available(self, timeout: float = 0.0) -> bytes:
-        fds = [self._wake_r] + ([] if self.eof else [self.in_fd])
+        full = len(self._queue) >= INPUT_QUEUE_MAX      # a guest that does not read: no more
+        fds = [self._wake_r] + ([] if self.eof or full else [self.in_fd])
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries
@@ -153,7 +173,7 @@ class _FdConsole(Frontend):
                 os.read(self._wake_r, 512)
             except BlockingIOError:
                 pass
-        if self.eof or self.in_fd not in ready:
+        if self.eof or full or self.in_fd not in ready:
             return b""
         try:
             data = os.read(self.in_fd, 4096)
@@ -189,11 +209,10 @@ class _FdConsole(Frontend):
                 self._input(data)
 
     def close(self) -> None:
-        if self._old_wakeup is not None:
-            signal.set_wakeup_fd(self._old_wakeup)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self._old_wakeup = None
+        if self._guard is not None:
+            self._guard.remove_listener(self)
+            self._guard.wake_with(None)
+            self._guard = None
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -212,8 +231,9 @@ class PipeConsole(_FdConsole):
 class TerminalConsole(_FdConsole):
     """A terminal in raw mode: keys to the guest, Ctrl-] quits, F12 saves.
 
-    The terminal's settings are restored by ``close``; the CLI calls it on every
-    exit path (and registers it with atexit as a last resort).
+    The terminal's settings are restored by ``close``; the CLI calls it on every exit
+    path, around a stop (Ctrl-Z: ``suspend``, then ``resume`` on SIGCONT), and
+    molpy.crashnet puts them back after a fatal fault.
     """
 
     def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
@@ -227,13 +247,34 @@ class TerminalConsole(_FdConsole):
                    | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)
         lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.IEXTEN)
         cflag = (cflag & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
-        # OPOST stays on (guest "\n" becomes CR LF) and so does ISIG (Ctrl-C stops molpy).
+        # OPOST stays on (guest "\n" becomes CR LF) and so does ISIG (Ctrl-C, Ctrl-\ and
+        # Ctrl-Z are signals, handled by molpy.hostsignals).
         mode[0:4] = [iflag, oflag, cflag, lflag]
         mode[6] = list(mode[6])
         mode[6][termios.VMIN] = 1
         mode[6][termios.VTIME] = 0
+        self._raw = mode
+        crashnet.set_terminal(in_fd)
         termios.tcsetattr(in_fd, termios.TCSAFLUSH, mode)
         self._restored = False
+
+    def _set(self, mode) -> None:
+        # TCSANOW: OPOST is the same in both modes, and waiting for the output to drain
+        # could block for ever on a terminal that is not read.
+        try:
+            termios.tcsetattr(self.in_fd, termios.TCSANOW, mode)
+        except termios.error:         # the terminal hung up
+            pass
+
+    def suspend(self) -> None:
+        """Ctrl-Z: the user's settings while molpy is stopped."""
+        if not self._restored:
+            self._set(self._saved)
+
+    def resume(self) -> None:
+        """SIGCONT: raw mode again."""
+        if not self._restored:
+            self._set(self._raw)
 
     def _input(self, data: bytes) -> None:
         data = self._pending + data
@@ -269,11 +310,11 @@ class TerminalConsole(_FdConsole):
 
     def close(self) -> None:
         if not self._restored:
+            if self.line_open:
+                self.write(b"\n")        # molpy's last words start on a line of their own
+            self._set(self._saved)
             self._restored = True
-            try:
-                termios.tcsetattr(self.in_fd, termios.TCSADRAIN, self._saved)
-            except termios.error:
-                pass
+            crashnet.set_terminal(None)
         super().close()
 
 

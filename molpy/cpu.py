@@ -16,11 +16,14 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from unicorn import UC_ARCH_PPC, UC_HOOK_INTR, UC_MODE_BIG_ENDIAN, UC_MODE_PPC32, UC_PROT_ALL, UC_PROT_NONE, Uc, UcError
 from unicorn import ppc_const as P
 from unicorn import unicorn_const as UC
 from unicorn.unicorn_py3 import unicorn as _ucmod
+
+from .emulation.state import StateError, int_list, record, u32
 
 # A handle of our own on the already loaded library: calls through it skip the
 # binding's argument conversion (measured: 0.87 us -> ~0.25 us a register).
@@ -80,7 +83,13 @@ def cpu_model(name: str | None) -> int:
 
 @dataclass
 class CpuState:
-    """Every architected register molpy saves: the unit of save/restore for sessions."""
+    """Every architected register molpy saves: the unit of save/restore for sessions.
+
+    Saved as the session's ``CPU `` chunk, state version ``VERSION`` (loads MIN_VERSION up).
+    """
+
+    VERSION: ClassVar[int] = 1
+    MIN_VERSION: ClassVar[int] = 1
 
     gpr: list[int] = field(default_factory=lambda: [0] * 32)
     fpr: list[int] = field(default_factory=lambda: [0] * 32)   # IEEE-754 bit patterns
@@ -99,12 +108,22 @@ class CpuState:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CpuState":
-        s = cls(gpr=list(d["gpr"]), fpr=list(d["fpr"]), cr=d["cr"], lr=d["lr"], ctr=d["ctr"],
-                xer=d["xer"], msr=d["msr"], pc=d["pc"], fpscr=d["fpscr"],
-                spr={k: int(d["spr"][k]) for k in SPR_NAMES}, sr=list(d["sr"]))
-        if len(s.gpr) != 32 or len(s.fpr) != 32 or len(s.sr) != 16:
-            raise ValueError("CPU state has the wrong number of registers")
-        return s
+        """Rebuild from ``as_dict()``; every field is checked (a session file is untrusted).
+
+        Raises StateError naming the field. Keys this class does not know are left to
+        their own readers.
+        """
+        if not isinstance(d, dict):
+            raise StateError("CPU state: expected a record")
+        keys = ("gpr", "fpr", "cr", "lr", "ctr", "xer", "msr", "pc", "fpscr", "spr", "sr")
+        record({k: d[k] for k in keys if k in d}, "CPU state", keys)
+        spr = record(d["spr"], "CPU state spr", SPR_NAMES)
+        return cls(gpr=int_list(d["gpr"], "gpr", 32, 0, 0xFFFFFFFF),
+                   fpr=int_list(d["fpr"], "fpr", 32, 0, (1 << 64) - 1),
+                   cr=u32(d["cr"], "cr"), lr=u32(d["lr"], "lr"), ctr=u32(d["ctr"], "ctr"),
+                   xer=u32(d["xer"], "xer"), msr=u32(d["msr"], "msr"), pc=u32(d["pc"], "pc"),
+                   fpscr=u32(d["fpscr"], "fpscr"), spr={k: u32(spr[k], k) for k in SPR_NAMES},
+                   sr=int_list(d["sr"], "sr", 16, 0, 0xFFFFFFFF))
 
 
 class RegisterFile:

@@ -15,7 +15,6 @@ EXCEPTION_NAMES = {
     68: "trace", 96: "program (invalid instruction)",
 }
 
-FAULT_EXIT_STATUS = 3
 
 
 @dataclass

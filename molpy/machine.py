@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from unicorn import UC_PROT_ALL, UcError
 from unicorn import unicorn_const as UC
@@ -25,14 +24,17 @@ from . import boot
 from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
+from .drivers.device import DeviceContext, check_version, create_devices
 from .emulation.memory import GuestMemory
+from .emulation.session import SessionError, open_session, write_session
+from .emulation.state import StateError
 from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at
 from .osi import OsiDispatcher
+from .sites import Sites
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
 from .timebase import TimeBase, parse_state
-from .sites import Sites
 
 SLICE_US = 10_000                       # 10 ms: keys are seen well within 100 ms
 # A booted guest's time base starts at 0 and its decrementer at 0xFFFFFFFF: it passes
@@ -74,21 +76,28 @@ class MachineConfig:
     session_readonly: bool = False
     config_checksum: str = ""
     inspect_only: bool = False      # open disks read-only, make no overlays (session verify)
+    of_image: str | None = None     # firmware ELF to boot instead of bootfile (MOL key of_image)
+    oftree: str | None = None       # device tree file in MOL's text format (MOL key oftree)
+    nvram: str | None = None        # NVRAM image file (MOL key nvram)
+    pseudofiles: list[tuple[str, str]] = field(default_factory=list)   # (name, host path), MOL's naming
+    boot_type: str | None = None    # MOL's boot_method (by default its boot_type): newworld, osx ...
+    session_id: int | None = None   # MOL's session number (it does not name the session file)
+    resources: dict[str, list[list[str]]] = field(default_factory=dict)  # key -> words of each definition
 
     @classmethod
     def from_config(cls, config) -> "MachineConfig":
-        """Read the keys molpy uses from a :class:`molpy.config.Config`."""
-        from .config import ConfigError
+        """Read the keys molpy uses from a :class:`molpy.config.Config` (errors name FILE:LINE)."""
+        from .molrc import values
 
-        ram = config.get_int("ram_size", 64)
-        if not 1 <= ram <= 2048:
-            raise ConfigError(f"{config.where('ram_size') or config.path}: ram_size {ram} MiB is "
-                              f"out of range (1 to 2048)")
-        return cls(ram_mib=ram, bootfile=config.get("bootfile"), boot_args=config.get("boot_args", "") or "",
-                   cpu=config.get("cpu"), blkdevs=list(config.blkdevs), cow_dir=config.get("cow_dir"),
-                   session_file=config.get("session_file"),
+        return cls(ram_mib=values.ram_mib(config), bootfile=config.get_path("bootfile"),
+                   boot_args=config.get("boot_args", "") or "", cpu=values.cpu_name(config),
+                   blkdevs=list(config.blkdevs), cow_dir=config.get_path("cow_dir"),
+                   session_file=config.get_path("session_file"),
                    session_readonly=config.get_bool("session_readonly", False),
-                   config_checksum=config.checksum())
+                   config_checksum=config.checksum(), of_image=config.get_path("of_image"),
+                   oftree=config.get_path("oftree"), nvram=config.get_path("nvram"),
+                   pseudofiles=values.pseudofiles(config), boot_type=values.boot_method(config),
+                   session_id=values.session_number(config), resources=config.resources)
 
 
 class Machine:
@@ -106,24 +115,30 @@ class Machine:
         self._saved_state: CpuState | None = None
         self.saved = False                  # a session was saved from this machine
         self._error: BaseException | None = None
+        self._session = None                # the open session file a resumed machine runs from
         self.slice_us = SLICE_US
         self.cpuenv = CpuEnv(self.cpu)
         self.timebase = TimeBase()
         self._timer = SliceTimer(self.cpu.uch)
         self.sites = Sites(self.cpu, self.cpuenv, self.memory.view, self.timebase,
-                                    self._on_dec_write, self._on_error)
+                           self._on_dec_write, self._on_error)
         self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.sites)
         self._saved_time: dict | None = None
         self.osi = OsiDispatcher(self.cpu, self.exceptions.on_interrupt, self._on_error)
         self.timebase.register_osi(self.osi)
-        from .drivers.device import create_devices
-        self.devices = create_devices(self)
+        self.device_context = DeviceContext(
+            config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
+            code_changed=self.cpu.code_changed, request_exit=self.request_exit)
+        self.devices = create_devices(self.device_context)
 
     # -- boot --
 
     def boot(self, bootfile: str | None = None, boot_args: str | None = None) -> None:
-        """Load the guest ELF and set the entry registers (a fresh start)."""
-        path = bootfile or self.config.bootfile or str(boot.demo_guest())
+        """Load the guest ELF and set the entry registers (a fresh start).
+
+        What boots: ``bootfile`` given here, else molpy's ``bootfile`` key, else MOL's
+        firmware (``of_image``, as MOL's newworld boot did), else the bundled demo guest."""
+        path = bootfile or self.config.bootfile or self.config.of_image or str(boot.demo_guest())
         args = self.config.boot_args if boot_args is None else boot_args
         state = boot.load(self.memory, path, args)
         self.set_state(state, FRESH_TIMEBASE)
@@ -156,6 +171,9 @@ class Machine:
             now = time.monotonic_ns()
             if now >= poll_at:                   # a slice's worth of time: look at the host
                 frontend.flush()
+                if self.memory.file_changed():
+                    log.warning("the session file was opened for writing by another program; the "
+                                "running guest's RAM now lives in memory only (it is unchanged)")
                 frontend.poll()
                 request = frontend.take_request()
                 if request is not None:
@@ -249,7 +267,6 @@ class Machine:
         Refuses a read-only session (it is never written) and waits for no device: every
         osi_blk request completes before its OSI call returns.
         """
-        from .emulation.session import SessionError, write_session
 
         path = path or self.config.session_file
         if not path:
@@ -257,68 +274,88 @@ class Machine:
         if self.config.session_readonly and os.path.abspath(path) == os.path.abspath(
                 self.config.session_file or ""):
             raise SessionError(f"session {path} is read-only (session_readonly: yes); not saved")
-        for dev in self.devices:
-            reason = dev.prepare_save()
-            if reason:
-                raise SessionError(f"cannot save now: {reason}")
         self.frontend.flush()
-        devices = [(dev.kind, dev.instance, dev.save_state()) for dev in self.devices]
+        devices, bulks = [], []
+        for dev in self.devices:
+            devices.append((dev.kind, dev.instance, dev.save_state()))
+            bulks += dev.save_bulk()
         cpu = self.get_state().as_dict()
         cpu[TIMEBASE_KEY] = self.timebase.save()
-        return write_session(path, self.memory.view, cpu, devices, self.config.config_checksum)
+        return write_session(path, self.memory.view, cpu, devices, self.config.config_checksum, bulks,
+                             {("CPU ", 0): CpuState.VERSION,
+                              **{(dev.kind, dev.instance): dev.version for dev in self.devices}})
 
     @classmethod
     def from_session(cls, path: str, config: MachineConfig | None = None,
                      frontend: Frontend | None = None) -> "Machine":
         """A machine resumed from a session file: RAM mapped copy-on-write from it.
 
-        A session that is not read-only (``config.session_readonly`` false) is marked
-        used, so it resumes once (MOL's behaviour).
+        A session that is not read-only (``config.session_readonly`` false) is locked for
+        this machine's life and marked used, so it resumes once (MOL's behaviour), and
+        only in one process; a read-only one is share-locked (any number of machines).
+        The file stays open while the machine lives: its RAM and bulk chunks are read from
+        it, and a read lease lets molpy move RAM off it if another program writes it.
         """
-        from .emulation.session import SessionError, open_session
 
         config = config or MachineConfig(session_file=path, session_readonly=True)
         readonly = config.session_readonly
-        session = open_session(path, writable=not readonly)
+        session = open_session(path)
         machine = None
         try:
+            session.lock(exclusive=not readonly)
             if session.used and not readonly:
                 raise SessionError(f"session {path} was already resumed once (session_readonly: no); "
                                    f"it resumes only once")
             # the session is the machine: its RAM size wins over ram_size
             config = dataclasses.replace(config, ram_mib=session.ram_size >> 20)
+            cpu_version = session.versions().get(("CPU ", 0), 0) or 1
+            if not CpuState.MIN_VERSION <= cpu_version <= CpuState.VERSION:
+                raise SessionError(f"session {path}: the CPU state version {cpu_version} is not supported "
+                                   f"(this molpy loads versions {CpuState.MIN_VERSION} to {CpuState.VERSION})")
             cpu = session.cpu_dict()
             state = CpuState.from_dict(cpu)
             timebase = parse_state(cpu[TIMEBASE_KEY]) if TIMEBASE_KEY in cpu else None
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
             machine = cls(config, frontend, memory=memory)
-            machine.load_saved(state, session.device_chunks(), path, timebase)
+            bulk = session.bulk_chunks()
+            for dev in machine.devices:
+                dev.restore_bulk(bulk)
+            machine.load_saved(state, session.device_chunks(), path, session.versions(), timebase)
             if not readonly:
                 session.mark_used()
+            memory.guard_file(session.fd)
+            machine._session = session
             return machine
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, StateError) as e:
             if machine is not None:
                 machine.close()
+            session.close()
             raise SessionError(f"session {path} is damaged ({e})") from None
         except BaseException:
             if machine is not None:
                 machine.close()
-            raise
-        finally:
             session.close()
+            raise
 
     def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str,
-                   timebase: dict | None = None) -> None:
-        """Put the CPU and every device in their saved state (and remember it for reset)."""
-        from .emulation.session import SessionError
+                   versions: dict[tuple[str, int], int] | None = None, timebase: dict | None = None) -> None:
+        """Put the CPU and every device in their saved state (and remember it for reset).
 
+        A device's chunk is loaded only in a version the device declares it can load
+        (QEMU's rule: from its ``min_version`` up to its ``version``)."""
+
+        versions = versions or {}
         missing = [f"{d.kind}/{d.instance}" for d in self.devices if (d.kind, d.instance) not in chunks]
         if missing:
             raise SessionError(f"session {where} has no state for device {', '.join(missing)}")
+        for dev in self.devices:
+            problem = check_version(dev.kind, type(dev), versions.get((dev.kind, dev.instance), 0))
+            if problem:
+                raise SessionError(f"session {where}: {problem}")
         self.set_state(state, timebase)
         self._saved_time = self.timebase.save()
         for dev in self.devices:
-            dev.load_state(chunks[(dev.kind, dev.instance)])
+            dev.load_state(chunks[(dev.kind, dev.instance)], versions.get((dev.kind, dev.instance), 0) or 1)
         self._saved_state = state
         # In-process, Unicorn's own CPU context (every SPR included) restores in microseconds;
         # it cannot go into a file (it holds pointers), which is why the session stores CpuState.
@@ -328,6 +365,9 @@ class Machine:
         """Back to the session's state in-process: RAM, CPU, devices and overlays."""
         if self._saved_state is None:
             raise RuntimeError("reset() needs a machine made by Machine.from_session()")
+        if self.memory.detached:
+                raise SessionError("the session file was changed by another program while this machine ran "
+                               "from it; the saved state is gone, so reset() is no longer possible")
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()
         self.cpu.uc.context_restore(self._saved_context)
@@ -351,8 +391,7 @@ class Machine:
         self.cpuenv.close()
         self.cpu.uc.mem_unmap(0, self.memory.size)
         self.memory.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
-
-def bundled(name: str) -> Path:
-    """Path of a bundled test guest (used by tests and benchmarks)."""
-    return boot.bundled_guest(name)

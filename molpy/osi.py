@@ -4,8 +4,10 @@ Guest: r3 = 0x113724FA, r4 = 0x77810F9B, r5 = selector, r6.. = arguments, ``sc``
 Host: result in r3, extra results in r4, r5 ... Every other exception that reaches
 Unicorn's interrupt hook, and an ``sc`` without the magic, goes to ``on_exception``,
 which stops the engine so that the machine delivers it (molpy/exceptions.py).
+A selector nobody serves is answered as MOL's os_interface.c answers it: 0 below
+NUM_SELECTORS (MOL's unset vector), r3 left untouched from NUM_SELECTORS up.
 
-This hook is the hottest Python code in molpy; it reads r3..r10 with one batch call
+This hook is the hottest Python code in molpy; it reads r3..r11 with one batch call
 and writes results the same way (see cpu.RegisterFile).
 """
 
@@ -22,13 +24,25 @@ from .cpu import Cpu, RegisterFile, uclib
 OSI_MAGIC1 = 0x113724FA
 OSI_MAGIC2 = 0x77810F9B
 INTNO_SYSCALL = 8
-MAX_ARGS = 5            # r6..r10
+MAX_ARGS = 6            # r6..r11 (BOOT_HELPER's string lookup takes six)
+MAX_RESULTS = 6         # r3..r8 (FB_INFO answers in r3..r8)
+NUM_SELECTORS = 100     # MOL's NUM_OSI_SELECTORS: selectors from here up are "bogus"
 MASK = 0xFFFFFFFF
 R3 = P.UC_PPC_REG_3
 
 log = logging.getLogger("molpy.osi")
 
 Handler = Callable[..., "int | tuple[int, ...] | None"]
+
+
+class _NoResult:
+    """A handler's answer that leaves every register as the guest set it."""
+
+    def __repr__(self) -> str:
+        return "NO_RESULT"
+
+
+NO_RESULT = _NoResult()
 
 
 class OsiError(Exception):
@@ -55,7 +69,8 @@ class OsiDispatcher:
         self._handlers: dict[int, tuple[Handler, int, str]] = {}
         self._unknown_seen: set[int] = set()
         self._in = RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(3 + MAX_ARGS)])
-        self._outs = [RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(n)]) for n in range(1, 6)]
+        self._outs = [RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(n)])
+                      for n in range(1, MAX_RESULTS + 1)]
         cpu.add_intr_hook(self._make_hook())
 
     def register(self, selector: int, handler: Handler, nargs: int, name: str) -> None:
@@ -65,6 +80,10 @@ class OsiDispatcher:
         if not 0 <= nargs <= MAX_ARGS:
             raise ValueError(f"an OSI call takes at most {MAX_ARGS} arguments")
         self._handlers[selector] = (handler, nargs, name)
+
+    def unregister(self, selector: int) -> None:
+        """Stop serving ``selector`` (MOL's os_interface_remove_proc): it becomes unknown."""
+        self._handlers.pop(selector, None)
 
     def serves(self, selector: int) -> bool:
         return selector in self._handlers
@@ -116,15 +135,18 @@ class OsiDispatcher:
                 if type(result) is int:
                     r3_out.value = result & MASK
                     write_one(uch, R3, r3_ref)
-                else:
+                elif result is not NO_RESULT:
                     outs[len(result) - 1].write([x & MASK for x in result])
             except BaseException as exc:  # a raw ctypes callback must never raise
                 on_error(exc)
 
         return hook
 
-    def _unknown(self, sel: int) -> int:
+    def _unknown(self, sel: int) -> "int | _NoResult":
+        """MOL's answer: its unset vector returns 0; a selector past its table leaves r3 alone."""
+        answer: "int | _NoResult" = 0 if sel < NUM_SELECTORS else NO_RESULT
         if sel not in self._unknown_seen:
             self._unknown_seen.add(sel)
-            log.warning("guest called unknown OSI selector %d; returning -1", sel)
-        return -1
+            log.warning("guest called unknown OSI selector %d; %s", sel,
+                        "r3 left as it was" if answer is NO_RESULT else "returning 0")
+        return answer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from molpy.boot import bundled_guest
@@ -29,6 +31,8 @@ def demo_sum(data: bytes) -> str:
 def run_blk(disks: list[BlkdevSpec], commands: list[str], cow_dir: str | None = None,
             ram_mib: int = 16) -> list[str]:
     """Boot the blk guest with ``disks``, feed it ``commands``, return its reply lines."""
+    if cow_dir:
+        os.makedirs(cow_dir, exist_ok=True)
     m = Machine(MachineConfig(ram_mib=ram_mib, bootfile=str(bundled_guest("blk")), blkdevs=disks,
                               cow_dir=cow_dir), BufferConsole("".join(c + "\n" for c in commands + ["q 0"]).encode()))
     try:

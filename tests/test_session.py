@@ -37,6 +37,7 @@ def molrc(tmp_path: Path, *, readonly: bool, cow: bool, extra: str = "") -> Path
     if not disk.exists():
         make_demo_disk(disk, 4 << 20)
     rc = tmp_path / "molrc"
+    (tmp_path / "cow").mkdir(exist_ok=True)       # molpy creates no cow_dir a molrc names
     rc.write_text(f"ram_size: 32\nsession_file: {tmp_path / 's.session'}\n"
                   f"session_readonly: {'yes' if readonly else 'no'}\ncow_dir: {tmp_path / 'cow'}\n"
                   f"blkdev: {disk} -rw{' -cow' if cow else ''} -boot\n{extra}")

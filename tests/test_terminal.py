@@ -18,7 +18,8 @@ from molpy.boot import bundled_guest
 class Pty:
     """A pseudo-terminal driving a real molpy process, as a user at a keyboard would."""
 
-    def __init__(self, *args: str, cwd=None) -> None:
+    def __init__(self, *args: str, cwd=None, argv: list[str] | None = None, pass_fds=()) -> None:
+        """``molpy ARGS`` on the terminal, or ``argv`` (a program that runs molpy itself)."""
         self.master, self.slave = os.openpty()
         self.saved = termios.tcgetattr(self.slave)
         self.output = b""
@@ -27,9 +28,9 @@ class Pty:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "molpy", *args], stdin=self.slave,
+        self.proc = subprocess.Popen(argv or [sys.executable, "-m", "molpy", *args], stdin=self.slave,
                                      stdout=self.slave, stderr=self.slave, cwd=cwd,
-                                     preexec_fn=controlling_tty, close_fds=True)
+                                     preexec_fn=controlling_tty, close_fds=True, pass_fds=pass_fds)
 
     def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
         deadline = time.monotonic() + timeout
@@ -74,8 +75,10 @@ class Pty:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                os.close(fd)
+        self.master = self.slave = -1
 
 
 @pytest.fixture
@@ -156,4 +159,23 @@ def test_guest_fault_restores_terminal(term, tmp_path):
     t = term("run", "-f", str(rc))
     assert t.wait() == 3
     assert b"illegal instruction" in t.output
+    assert t.restored()
+
+
+def test_resume_shows_the_guest_line_again(term, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 16\nsession_file: {tmp_path / 's.session'}\nsession_readonly: no\n")
+    t = term("run", "-f", str(rc))
+    t.read_until(b"molpy> ")
+    t.send(b"ech")                                    # half a command typed, then F12
+    t.read_until(b"molpy> ech")
+    t.send(b"\x1b[24~")
+    assert t.wait() == 0 and b"session saved" in t.output
+    t = term("run", "-f", str(rc))
+    t.read_until(b"resumed session")
+    t.read_until(b"again\r\nmolpy> ech")              # the note, then the guest's line as it was
+    t.send(b"o where\r")
+    t.read_until(b"where\r\n")
+    t.send(b"exit 2\r")
+    assert t.wait() == 2
     assert t.restored()

@@ -11,10 +11,19 @@
 #define OSI_MAGIC2              0x77810F9B
 
 #define OSI_CALL_AVAILABLE      0
+#define OSI_DEBUGGER            1
 #define OSI_GET_GMT_TIME        7
+#define OSI_GET_LOCALTIME       9
+#define OSI_GET_FB_INFO         32
 #define OSI_LOG_PUTC            47
+#define OSI_KBD_CNTRL           50
+#define OSI_GET_ADB_KEY         51
+#define OSI_WRITE_NVRAM_BYTE    52
+#define OSI_READ_NVRAM_BYTE     53
 #define OSI_EXIT                54
 #define OSI_USLEEP              58
+#define OSI_PROM_IFACE          76
+#define OSI_PROM_PATH_IFACE     77
 #define OSI_BOOT_HELPER         78
 #define OSI_ABLK_RING_SETUP     79
 #define OSI_ABLK_CNTRL          80
@@ -23,10 +32,44 @@
 #define OSI_ABLK_IRQ_ACK        83
 #define OSI_ABLK_SYNC_READ      84
 #define OSI_ABLK_SYNC_WRITE     85
+#define OSI_ABLK_BLESS_DISK     86
+#define OSI_NVRAM_SIZE          91
+#define OSI_PSEUDO_FS           96
 #define OSI_TTY_PUTC            97
 #define OSI_TTY_GETC            98
+#define OSI_TTY_IRQ_ACK         99
 
+#define OSI_EXIT_MAGIC          0x45584954      /* 'EXIT' in r7: r6 is the exit status */
+
+#define BOOT_HELPER_ASCII2UNICODE 32
+#define BOOT_HELPER_UNICODE2ASCII 33
+#define BOOT_HELPER_GET_STR_RES 34
 #define BOOT_HELPER_RAM_SIZE    35
+
+/* PROM_IFACE (76) ops; PROM_PATH_IFACE (77) ops */
+#define PROM_CLOSE              0
+#define PROM_PEER               1
+#define PROM_CHILD              2
+#define PROM_PARENT             3
+#define PROM_PACKAGE_TO_PATH    4
+#define PROM_GET_PROP_LEN       5
+#define PROM_GET_PROP           6
+#define PROM_NEXT_PROP          7
+#define PROM_SET_PROP           8
+#define PROM_CHANGE_PHANDLE     9
+#define PROM_CREATE_NODE        16
+#define PROM_FIND_DEVICE        17
+
+/* PSEUDO_FS (96) ops */
+#define PSEUDO_FS_OPEN          1
+#define PSEUDO_FS_CLOSE         2
+#define PSEUDO_FS_GET_SIZE      3
+#define PSEUDO_FS_READ          4
+#define PSEUDO_FS_INDEX2NAME    5
+
+/* KBD_CNTRL (50) commands */
+#define KBD_CNTRL_ACTIVATE      1
+#define KBD_CNTRL_SUSPEND       2
 
 /* DISK_INFO flags (r5) */
 #define ABLK_INFO_READ_ONLY     1
@@ -54,15 +97,15 @@ typedef struct ablk_desc {
     volatile unsigned int param;    /* first sector; byte count in a data entry */
 } ablk_desc_t;
 
-/* r3..r7 after a call */
+/* r3..r8 after a call */
 typedef struct osi_result {
-    long r3, r4, r5, r6, r7;
+    long r3, r4, r5, r6, r7, r8;
 } osi_result_t;
 
-/* The one primitive: every wrapper below goes through it. */
-static inline long osi_call(unsigned int sel, unsigned long a0, unsigned long a1,
-                            unsigned long a2, unsigned long a3, unsigned long a4,
-                            osi_result_t *res)
+/* The one primitive: every wrapper below goes through it (arguments in r6..r11). */
+static inline long osi_call6(unsigned int sel, unsigned long a0, unsigned long a1,
+                             unsigned long a2, unsigned long a3, unsigned long a4,
+                             unsigned long a5, osi_result_t *res)
 {
     register unsigned long r3 __asm__("r3") = OSI_MAGIC1;
     register unsigned long r4 __asm__("r4") = OSI_MAGIC2;
@@ -72,15 +115,23 @@ static inline long osi_call(unsigned int sel, unsigned long a0, unsigned long a1
     register unsigned long r8 __asm__("r8") = a2;
     register unsigned long r9 __asm__("r9") = a3;
     register unsigned long r10 __asm__("r10") = a4;
+    register unsigned long r11 __asm__("r11") = a5;
     __asm__ volatile("sc"
                      : "+r"(r3), "+r"(r4), "+r"(r5), "+r"(r6), "+r"(r7),
-                       "+r"(r8), "+r"(r9), "+r"(r10)
+                       "+r"(r8), "+r"(r9), "+r"(r10), "+r"(r11)
                      :
-                     : "memory", "cr0", "r0", "r11", "r12", "ctr");
+                     : "memory", "cr0", "r0", "r12", "ctr");
     if (res) {
-        res->r3 = r3; res->r4 = r4; res->r5 = r5; res->r6 = r6; res->r7 = r7;
+        res->r3 = r3; res->r4 = r4; res->r5 = r5; res->r6 = r6; res->r7 = r7; res->r8 = r8;
     }
     return (long)r3;
+}
+
+static inline long osi_call(unsigned int sel, unsigned long a0, unsigned long a1,
+                            unsigned long a2, unsigned long a3, unsigned long a4,
+                            osi_result_t *res)
+{
+    return osi_call6(sel, a0, a1, a2, a3, a4, 0, res);
 }
 
 #define OSI0(sel)               osi_call((sel), 0, 0, 0, 0, 0, 0)
@@ -95,9 +146,11 @@ static inline int osi_tty_getc(void)            { return OSI0(OSI_TTY_GETC); }
 /* the host really sleeps; a key wakes it early */
 static inline void osi_usleep(unsigned long us) { OSI1(OSI_USLEEP, us); }
 static inline unsigned long osi_ram_size(void)  { return OSI1(OSI_BOOT_HELPER, BOOT_HELPER_RAM_SIZE); }
+/* MOL's EXIT takes no argument and the status is 0; molpy takes r6 as the status when
+ * r7 holds OSI_EXIT_MAGIC ('EXIT'), which no MOL guest sets by accident. */
 static inline __attribute__((noreturn)) void osi_exit(int code)
 {
-    OSI1(OSI_EXIT, code);
+    osi_call(OSI_EXIT, code, OSI_EXIT_MAGIC, 0, 0, 0, 0);
     for (;;)
         ;
 }
@@ -130,12 +183,13 @@ static inline long osi_ablk_cntrl(int cmd, unsigned long param)
     return osi_call(OSI_ABLK_CNTRL, 0, cmd, param, 0, 0, 0);
 }
 static inline long osi_ablk_kick(void)          { return OSI1(OSI_ABLK_KICK, 0); }
-/* r3 = line was up, *completed = descriptors completed since START */
+/* r3 = 1 if the line was up, then *completed = descriptors completed since START;
+   0 if it was down (*completed is then left alone, as r4 is) */
 static inline long osi_ablk_irq_ack(unsigned long *completed)
 {
     osi_result_t r;
     long ret = osi_call(OSI_ABLK_IRQ_ACK, 0, 0, 0, 0, 0, &r);
-    if (completed) *completed = r.r4;
+    if (completed && ret == 1) *completed = r.r4;
     return ret;
 }
 

@@ -21,6 +21,7 @@ static unsigned int buf_b[MAXN * SECTOR / 4] __attribute__((aligned(16)));
 static ablk_desc_t ring[RING_N] __attribute__((aligned(16)));
 static unsigned int prev;
 static int started;
+static unsigned long issued;     /* descriptors queued since START (slot 0 included) */
 
 static unsigned long num(char **p)
 {
@@ -97,6 +98,7 @@ static long ring_io(int write, unsigned long unit, unsigned long lba, unsigned l
             return e;
         started = 1;
         prev = 0;
+        issued = 0;
     }
     unsigned int s[4], k = 0;
     for (int i = 0; i < 4; i++)
@@ -114,12 +116,17 @@ static long ring_io(int write, unsigned long unit, unsigned long lba, unsigned l
         ring[s[i]].proceed = 1;
     ring[prev].proceed = 1;
     prev = s[k - 1];
-    e = osi_ablk_kick();
-    unsigned long done;
-    osi_ablk_irq_ack(&done);
-    if (e)
-        started = 0;          /* a ring error stops the engine: start again next time */
-    return e;
+    issued += k;
+    if ((e = osi_ablk_kick()))
+        return e;
+    /* as MOL's drivers: the request is done when the completed count reaches it; an
+       engine error stops the engine short of it (start again next time) */
+    unsigned long done = 0;
+    if (osi_ablk_irq_ack(&done) != 1 || done != issued) {
+        started = 0;
+        return -1;
+    }
+    return 0;
 }
 
 int main(unsigned long ram_size, const char *args)

@@ -2,7 +2,7 @@
 #include "libc.h"
 #include "osi.h"
 
-static const int selectors[] = { 0, 7, 47, 54, 58, 78, 97, 98, 79, 80, 81, 82, 83, 84, 85, 200, 1000 };
+static const int selectors[] = { 0, 7, 47, 54, 58, 78, 97, 98, 79, 80, 81, 82, 83, 84, 85, 95, 200, 1000 };
 
 int main(unsigned long ram_size, const char *args)
 {
@@ -15,7 +15,9 @@ int main(unsigned long ram_size, const char *args)
     printf("helper99=%ld\n", OSI1(OSI_BOOT_HELPER, 99));
     printf("gmt=%lu\n", osi_gmt_time());
     logf("hello log %d\n", 42);
-    printf("unknown=%ld twice=%ld\n", OSI0(200), OSI0(200));
+    /* MOL: an unset selector below 100 answers 0; from 100 up r3 keeps the magic */
+    printf("unknown=%lx twice=%lx low=%ld\n", OSI0(200), OSI0(200), OSI0(95));
+    printf("putc=%ld\n", OSI1(OSI_TTY_PUTC, '.'));
     printf("getc-empty=%d\n", osi_tty_getc());
     osi_usleep(20000);
     printf("slept\n");

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
 from ..cli import CommandError
 
@@ -30,22 +32,67 @@ def add_parser(sub) -> None:
     d.set_defaults(func=discard)
 
 
+def _overlay(path: str) -> str:
+    """The overlay argument, refused in one line when it is a directory, a FIFO ..."""
+    from ..preflight import not_a_regular_file
+
+    problem = not_a_regular_file(path, "-cow overlay")
+    if problem:
+        raise CommandError(problem)
+    return path
+
+
+class _FinishFirst:
+    """A signal during a commit: the commit ends first, then molpy exits with 128+signal."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def on_signal(self, signum: int) -> None:
+        if not self.told:
+            from ..hostsignals import signal_name
+            self.told = True
+            line = (f"molpy: {signal_name(signum)}: the commit finishes first (if you kill it, "
+                    f"'molpy cow commit' again finishes it)\n")
+            try:   # straight to the descriptor: the handler may run inside another stderr write
+                os.write(2, line.encode())
+            except OSError:
+                pass
+
+
+@contextlib.contextmanager
+def _finish_first():
+    from ..hostsignals import current
+
+    guard = current()
+    if guard is None:
+        yield
+        return
+    listener = _FinishFirst()
+    guard.add_listener(listener)
+    try:
+        with guard.deferred():
+            yield
+    finally:
+        guard.remove_listener(listener)
+
+
 def _mib(sectors: int) -> str:
     return f"{sectors * 512 / (1 << 20):.1f} MiB"
 
 
 def info(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
-    from ..drivers.cow import STATE_COMMITTING, overlay_info
+    from ..drivers.commit import layer_info
 
     try:
-        i = overlay_info(args.overlay)
+        i = layer_info(_overlay(args.overlay))
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"overlay:  {i.path}")
     print(f"disk:     {i.base.path} ({i.base.size} bytes)")
     print(f"holds:    {i.sectors} sectors ({_mib(i.sectors)}); {i.file_bytes / (1 << 20):.1f} MiB on the host")
-    if i.state == STATE_COMMITTING:
+    if i.committing:
         print(f"state:    a commit was interrupted at sector {i.progress}; run 'molpy cow commit' again")
     print("disk matches: yes" if i.base_matches else f"disk matches: NO - {i.base_problem}")
     return 0
@@ -55,7 +102,7 @@ def commit(args: argparse.Namespace) -> int:
     import sys
 
     from ..drivers.block import BlockError
-    from ..drivers.cow import commit as do_commit
+    from ..drivers.commit import commit as do_commit
 
     progress = None
     bar = None
@@ -69,7 +116,8 @@ def commit(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or 1)
     try:
-        result = do_commit(args.overlay, force=args.force, progress=progress)
+        with _finish_first():
+            result = do_commit(_overlay(args.overlay), force=args.force, progress=progress)
     except BlockError as e:
         raise CommandError(str(e)) from None
     except OSError as e:
@@ -88,10 +136,10 @@ def commit(args: argparse.Namespace) -> int:
 
 def discard(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
-    from ..drivers.cow import discard as do_discard
+    from ..drivers.commit import discard as do_discard
 
     try:
-        held, base = do_discard(args.overlay)
+        held, base = do_discard(_overlay(args.overlay))
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"discarded {held} sectors ({_mib(held)}) of changes to {base}; removed {args.overlay}")

@@ -18,6 +18,18 @@ def add_parser(sub) -> None:
     c.add_argument("file")
     c.add_argument("size")
     c.set_defaults(func=create)
+    h = cmds.add_parser("hfs", help="make a boot disk for MOL's firmware (HFS, Apple partition map)",
+                        description="Make a raw disk with an Apple partition map and an HFS volume whose "
+                                    "blessed System Folder holds ROM as its 'Mac OS ROM' (type tbxi, "
+                                    "creator chrp) with a System and a Finder file: the disk MOL's "
+                                    "newworld firmware boots. Needs Debian's parted and hfsutils. "
+                                    "An existing file is never overwritten.")
+    h.add_argument("file")
+    h.add_argument("--size", default="16M", help="disk size (default 16M; 4M to 2G)")
+    h.add_argument("--rom", metavar="ELF", help="the PowerPC ELF to boot (default: molpy's demo "
+                   "guest linked at 4 MiB, demo_of.elf)")
+    h.add_argument("--name", default="molpy boot", help="the volume name (default 'molpy boot')")
+    h.set_defaults(func=hfs)
     i = cmds.add_parser("info", help="size and allocation of an image",
                         description="Show an image's size, the space it takes on the host and, when "
                                     "it is a molpy demo disk, its boot count.")
@@ -35,7 +47,8 @@ def _human(n: int) -> str:
 
 def create(args: argparse.Namespace) -> int:
     from ..config import parse_size
-    from ..drivers.block import BlockError, create_image
+    from ..drivers.block import BlockError
+    from ..drivers.raw import create_image
 
     try:
         size = parse_size(args.size)
@@ -46,8 +59,23 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
+def hfs(args: argparse.Namespace) -> int:
+    from ..config import parse_size
+    from ..hfsdisk import HfsDiskError, make_boot_disk
+
+    try:
+        size = parse_size(args.size)
+        make_boot_disk(args.file, size, args.rom, args.name)
+    except (ValueError, HfsDiskError) as e:
+        raise CommandError(str(e)) from None
+    print(f"created {args.file}: {_human(size)}, Apple partition map, HFS volume '{args.name}' "
+          f"with a blessed System Folder booting {args.rom or 'the demo guest'}")
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
-    from ..drivers.block import BlockError, RawBackend
+    from ..drivers.block import BlockError
+    from ..drivers.raw import RawBackend
     from ..drivers.demo_disk import read_boot_count
 
     try:

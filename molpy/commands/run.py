@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import logging
 import os
 import sys
 import time
 
-from ..cli import CommandError
+from ..status import FAULT as FAULT_EXIT_STATUS, INTERRUPT as EXIT_INTERRUPT
+from ..cli import EXIT_BROKEN_PIPE, EXIT_USAGE, CommandError, say
 
-EXIT_FAULT = 3
-EXIT_INTERRUPT = 130
+EXIT_OUTPUT = EXIT_USAGE     # the guest's output cannot be written (/dev/full, ...)
 
 
 def add_parser(sub) -> None:
@@ -25,36 +26,50 @@ def add_parser(sub) -> None:
                    "else the built-in config that runs the demo guest)")
     p.add_argument("-s", "--set", metavar="KEY=VALUE", action="append", default=[],
                    help="set a molrc variable (usable as ${KEY}; also defines KEY); repeatable")
+    p.add_argument("--mol-lib", metavar="LIBDIR",
+                   help="run from a MOL installation: its library tree (the folder holding "
+                        "config/molrc.sys: /usr/share/mol/VERSION, or mollib/ in MOL's source); "
+                        "needs --mol-etc")
+    p.add_argument("--mol-etc", metavar="ETCDIR",
+                   help="the MOL installation's config folder (/etc/mol: session.map, molrc.*); "
+                        "-s session=N picks MOL's session (0-5), as mol -N did")
     p.add_argument("--log", metavar="FILE", help="where the guest's log (OSI LOG_PUTC) goes; "
                    "'-' for stderr (default: molpy.log in molpy's data directory)")
     p.add_argument("--fresh", action="store_true",
                    help="boot the guest even when the molrc's session_file holds a saved session")
     p.add_argument("--check", action="store_true",
-                   help="check the molrc (its values, that its disks and bootfile exist), then exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
+                   help="check the molrc and everything it names (bootfile or firmware ELF, disks, "
+                        "cow_dir, session file and its disk markers), list what molpy will use and "
+                        "every problem, then exit")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say more about what molpy does, and show the guest's log (OSI LOG_PUTC: what MOL's "
+                        "firmware prints) on the terminal as well as in the log file")
     p.set_defaults(func=main)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    variables = {}
+def parse_sets(items: list[str]) -> list[tuple[str, str]]:
+    """``-s KEY=VALUE`` settings, in the order given (a later one wins, as in MOL)."""
+    variables = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"-s expects KEY=VALUE, got {item!r}")
-        variables[key.strip()] = value
+        variables.append((key.strip(), value))
     return variables
 
 
-def load_machine_config(path: str | None, sets: list[str]):
-    """Config file -> MachineConfig, with every problem as a CommandError."""
+def load_machine_config(path: str | None, sets: list[str], *, mol_lib: str | None = None,
+                        mol_etc: str | None = None, warn=None):
+    """Config file (or MOL installation) -> MachineConfig, with every problem as a CommandError."""
     from ..config import ConfigError, load_config
     from ..machine import MachineConfig
+    from ..molrc.errors import printable
 
     try:
-        config = load_config(path, parse_sets(sets))
+        config = load_config(path, parse_sets(sets), mol_lib=mol_lib, mol_etc=mol_etc, warn=warn)
         return config, MachineConfig.from_config(config)
     except ConfigError as e:
-        raise CommandError(str(e)) from None
+        raise CommandError(printable(str(e))) from None
     except OSError as e:
         raise CommandError(f"{e.filename or path}: {e.strerror}") from None
 
@@ -62,6 +77,7 @@ def load_machine_config(path: str | None, sets: list[str]):
 def setup_logging(log_target: str | None, verbose: bool) -> None:
     from ..config import data_dir
 
+    logging.raiseExceptions = False     # a log that cannot be written never ends the run
     root = logging.getLogger("molpy")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     err = logging.StreamHandler(sys.stderr)
@@ -74,20 +90,42 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("log: %(message)s"))
     else:
+        from ..logfile import CappedLogHandler, LogFileError
+
         path = log_target or os.path.join(data_dir(), "molpy.log")
         try:
-            handler = logging.FileHandler(path, encoding="utf-8")
-        except OSError as e:
-            raise CommandError(f"cannot open the log {path}: {e.strerror}") from None
+            handler = CappedLogHandler(path)
+        except LogFileError as e:
+            raise CommandError(str(e)) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        if verbose:                      # -v: the guest's log (MOL's firmware talks there) on screen too
+            echo = logging.StreamHandler(sys.stderr)
+            echo.setFormatter(logging.Formatter("log: %(message)s"))
+            guest.addHandler(echo)
     guest.addHandler(handler)
 
 
-def start_machine(mconf, frontend, fresh: bool):
+def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
+    """A resumed session is the machine it was: settings it cannot honour, named in one line."""
+    unused = []
+    where = config.where("ram_size") or ""
+    if where and mconf.ram_mib != session_ram_mib:
+        set_by = "-s " if where == "command line" else ""
+        at = "" if set_by else f"{where}; "
+        unused.append(f"{set_by}ram_size={mconf.ram_mib} ({at}the session has {session_ram_mib} MiB of RAM)")
+    for key in ("bootfile", "boot_args"):
+        if config.where(key) == "command line":
+            unused.append(f"-s {key}={config.get(key)} (the guest is already running)")
+    if not unused:
+        return None
+    return f"not used by the resumed session: {', '.join(unused)}; --fresh boots with them"
+
+
+def start_machine(mconf, frontend, fresh: bool, config=None):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
     from ..boot import BootError
     from ..drivers.block import BlockError
-    from ..drivers.device import StateMismatch
+    from ..drivers.device import DeviceError, StateMismatch
     from ..emulation.session import SessionError, open_session
     from ..machine import Machine
 
@@ -105,8 +143,11 @@ def start_machine(mconf, frontend, fresh: bool):
             else:
                 t = time.perf_counter()
                 machine = Machine.from_session(path, mconf, frontend)
-                note(frontend, f"resumed session {path} ({(time.perf_counter() - t) * 1000:.0f} ms)"
-                     + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+                try:
+                    announce_resume(machine, mconf, config, time.perf_counter() - t)
+                except BaseException:
+                    machine.close()
+                    raise
                 return machine
         machine = Machine(mconf, frontend)
         try:
@@ -115,13 +156,39 @@ def start_machine(mconf, frontend, fresh: bool):
             machine.close()
             raise
         return machine
-    except (BootError, BlockError, SessionError, StateMismatch) as e:
+    except (BootError, BlockError, SessionError, StateMismatch, DeviceError) as e:
         raise CommandError(str(e)) from None
+
+
+def announce_resume(machine, mconf, config, seconds: float) -> None:
+    """After a resume: one note, settings the session cannot honour, the guest's line again.
+    ``mconf`` is the molrc's (the machine's own has the session's RAM size)."""
+    from .. import crashnet
+
+    frontend, path = machine.frontend, mconf.session_file
+    crashnet.set_bus_context(f"the session file {path}, which the guest's RAM is mapped "
+                             f"from, was truncated or changed under the running guest")
+    note(frontend, f"resumed session {path} ({seconds * 1000:.0f} ms)"
+         + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
+    unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
+    if unused:
+        note(frontend, unused)
+    redraw_guest_line(machine)
+
+
+def redraw_guest_line(machine) -> None:
+    """The guest's current line (its prompt) again, so the user sees where they are."""
+    for dev in machine.devices:
+        redraw = getattr(dev, "redraw", None)
+        if redraw is not None:
+            redraw()
 
 
 def note(frontend, text: str) -> None:
     """One line for the user, between the guest's output lines."""
-    frontend.write(f"molpy: {text}\r\n".encode())
+    frontend.flush()
+    start = "\n" if getattr(frontend, "line_open", False) else ""
+    frontend.write(f"{start}molpy: {text}\n".encode())
 
 
 def save(machine, frontend) -> bool:
@@ -140,60 +207,150 @@ def save(machine, frontend) -> bool:
     return True
 
 
-def check(config, mconf) -> int:
-    """``--check``: what a run would use, or the first problem as a one-line error."""
-    from ..drivers.demo_disk import default_demo_path
+def check(config, mconf, notes: list[str] | None = None) -> int:
+    """``--check``: what a run would use, and every problem it would meet."""
+    from ..molrc.errors import printable
 
-    for spec in mconf.blkdevs:                 # (a run makes the default demo disk if missing)
-        if not os.path.exists(spec.path) and os.path.abspath(spec.path) != default_demo_path():
-            raise CommandError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'})")
-    if mconf.bootfile and not os.path.isfile(mconf.bootfile):
-        raise CommandError(f"bootfile {mconf.bootfile} does not exist")
-    if mconf.session_file and not os.path.isdir(os.path.dirname(os.path.abspath(mconf.session_file))):
-        raise CommandError(f"session_file {mconf.session_file}: its folder does not exist")
-    if mconf.cow_dir and os.path.exists(mconf.cow_dir) and not os.path.isdir(mconf.cow_dir):
-        raise CommandError(f"cow_dir {mconf.cow_dir} is not a folder")
-    print(f"{config.path or 'built-in config'}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
-          f"session {mconf.session_file or 'none'}")
+    if config.mol_tree is not None:
+        describe_mol_config(config, mconf, notes or [])
+    elif notes:
+        print("\n".join(printable(f"note: {n}") for n in notes))
+    if report_problems(mconf):
+        return EXIT_USAGE
+    name = config.path or (config.mol_tree["etc"] if config.mol_tree else "built-in config")
+    print(printable(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
+                    f"session {mconf.session_file or 'none'}"))
     return 0
+
+
+def describe_mol_config(config, mconf, notes: list[str]) -> None:
+    """What molpy will use from a MOL installation, one line a thing (--check)."""
+    from ..molrc.disks import disk_meaning
+    from ..molrc.errors import printable
+
+    def mark(path: str | None) -> str:
+        return "" if path is None or os.path.exists(path) else " (missing)"
+
+    def say(line: str) -> None:                   # (every line may hold words of the files)
+        print(printable(line))
+
+    tree = config.mol_tree
+    say(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
+    say(f"files read: {', '.join(config.files)}")
+    say(f"session {mconf.session_id}, boot type {mconf.boot_type}")
+    say(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
+    for spec in mconf.blkdevs:
+        say(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
+            f"({spec.key} at {spec.source}){mark(spec.path)}")
+    if not mconf.blkdevs:
+        say("disks: none")
+    for key in ("of_image", "bootx_image", "rom_image", "elf_image"):    # what MOL would boot
+        path = config.get_path(key)
+        if path and key == "of_image":
+            say(f"firmware: {path} (of_image){mark(path)}")
+        elif path:
+            say(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
+    for key in ("oftree", "nvram"):
+        if getattr(mconf, key):
+            say(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
+    if mconf.pseudofiles:
+        say("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
+    say(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
+    for n in notes:
+        say(n)
+
+
+def report_problems(mconf) -> list[str]:
+    """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr."""
+    from ..preflight import problems
+
+    from ..molrc.errors import printable
+
+    found = problems(mconf, deep=True)
+    for problem in found:
+        say(printable(f"molpy: error: {problem}"))
+    return found
+
+
+def refuse_problems(mconf) -> None:
+    """Before a run opens anything: the first problem, as the run's one-line error."""
+    from ..molrc.errors import printable
+    from ..preflight import problems
+
+    found = problems(mconf)
+    if found:
+        more = f" (and {len(found) - 1} more: 'molpy run --check' lists them)" if len(found) > 1 else ""
+        raise CommandError(printable(found[0] + more))
 
 
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
+    from ..hostsignals import current, deferred
+
+    notes: list[str] = []
+    config, mconf = load_machine_config(args.config, args.set, mol_lib=args.mol_lib, mol_etc=args.mol_etc,
+                                        warn=notes.append if args.check else None)
+    if args.check:
+        return check(config, mconf, notes)
+    refuse_problems(mconf)
+    setup_logging(args.log, args.verbose)
+    guard = current()
+    with deferred():                 # raw mode and its undoing are set up as one step
+        frontend = open_console()
+        atexit.register(frontend.close)
+        if guard is not None and hasattr(frontend, "attach_signals"):
+            frontend.attach_signals(guard)
+    machine = stop = None
+    try:
+        machine = start_machine(mconf, frontend, args.fresh, config)   # a signal here ends the start-up
+        with deferred():                                       # from here on it ends the run loop
+            stop = run_until_stop(machine, frontend)
+    finally:
+        with deferred():
+            frontend.close()
+            if machine is not None:
+                machine.close()
+    return outcome(stop, machine, frontend, guard.received if guard is not None else None)
+
+
+def run_until_stop(machine, frontend):
+    """Run the guest; F12 saves (and then molpy stops, as MOL did)."""
     from ..machine import Stop
 
-    config, mconf = load_machine_config(args.config, args.set)
-    if args.check:
-        return check(config, mconf)
-    setup_logging(args.log, args.verbose)
-    frontend = open_console()
-    atexit.register(frontend.close)
-    machine = None
-    try:
-        if hasattr(frontend, "install_signals"):
-            frontend.install_signals()
-        machine = start_machine(mconf, frontend, args.fresh)
-        while True:
-            stop = machine.run()
-            if stop is not Stop.SAVE:
-                break
-            if save(machine, frontend):
-                stop = Stop.QUIT
-                break
-    finally:
-        frontend.close()
-        if machine is not None:
-            machine.close()
+    while True:
+        stop = machine.run()
+        if stop is not Stop.SAVE:
+            return stop
+        if save(machine, frontend):
+            return Stop.QUIT
+
+
+def outcome(stop, machine, frontend, signum: int | None) -> int:
+    """The exit status and the last line: the guest's code, 3 after a fault, 128+signal ..."""
+    from ..hostsignals import SIGNAL_BASE, signal_name
+    from ..machine import Stop
+
+    if stop is Stop.FAULT:
+        say(machine.fault.report())
+    if signum is not None:
+        say(f"molpy: stopped by {signal_name(signum)}"
+            + (" (the session was saved first)" if machine.saved else ""))
+        return SIGNAL_BASE + signum
+    error = getattr(frontend, "output_error", None)
+    if error is not None:
+        if error.errno == errno.EPIPE:
+            say("molpy: the guest's output was closed (broken pipe); stopped")
+            return EXIT_BROKEN_PIPE
+        say(f"molpy: cannot write the guest's output ({error.strerror}); stopped")
+        return EXIT_OUTPUT
     if stop is Stop.EXIT:
         return machine.exit_code & 0xFF
     if stop is Stop.FAULT:
-        print(machine.fault.report(), file=sys.stderr)
-        return EXIT_FAULT
+        return FAULT_EXIT_STATUS
     if stop is Stop.QUIT and machine.saved:
         return 0
     if stop is Stop.QUIT:
-        print("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof
-              else "molpy: quit (Ctrl-])", file=sys.stderr)
+        say("molpy: input ended; quitting" if frontend.quit_on_eof and frontend.eof else "molpy: quit (Ctrl-])")
         return 0
-    print("molpy: interrupted", file=sys.stderr)
+    say("molpy: interrupted")
     return EXIT_INTERRUPT

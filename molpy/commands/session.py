@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from ..cli import CommandError
 
-EXIT_MISMATCH = 1
+from ..status import MISMATCH as EXIT_MISMATCH
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,11 @@ def add_parser(sub) -> None:
 
 def _open(path: str):
     from ..emulation.session import SessionError, open_session
+    from ..preflight import not_a_regular_file
 
+    problem = not_a_regular_file(path, "session file")
+    if problem:
+        raise CommandError(problem)
     try:
         return open_session(path)
     except SessionError as e:
@@ -57,31 +62,23 @@ def info(args: argparse.Namespace) -> int:
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
         print(f"RAM:      {s.ram_size >> 20} MiB")
         print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
+        from ..drivers.device import check_version, device_classes
+
+        classes, versions = device_classes(), s.versions()
         for (kind, instance), data in sorted(s.device_chunks().items()):
-            extra = ""
-            if kind == "ABLK":
-                extra = "  " + _disks(data)
-            print(f"device:   {kind}/{instance}: {len(data)} bytes{extra}")
+            version = versions.get((kind, instance), 0)
+            cls = classes.get(kind)
+            about = check_version(kind, cls, version) or cls.describe(data, version or 1)
+            print(f"device:   {kind}/{instance} (state version {version or 1}): {len(data)} bytes"
+                  + (f"; {about}" if about else ""))
+        for (kind, instance), ref in sorted(s.bulk_chunks().items()):
+            print(f"data:     {kind}/{instance}: {ref.length} bytes (streamed)")
     finally:
         s.close()
     return 0
 
 
-def _disks(data: bytes) -> str:
-    from ..drivers.osi_blk import _parse_state
-
-    try:
-        _, disks, _ = _parse_state(data)
-        parts = [f"{m['path']}{' (overlay ' + str(m['overlay']) + ' bytes)' if m['overlay'] else ''}"
-                 for m in disks]
-    except (ValueError, KeyError, TypeError) as e:
-        return f"(damaged: {e!r})"
-    return "disks: " + (", ".join(parts) or "none")
-
-
 def verify(args: argparse.Namespace) -> int:
-    from ..drivers.block import BlockError
-    from ..machine import Machine
     from .run import load_machine_config
 
     s = _open(args.file)
@@ -89,24 +86,16 @@ def verify(args: argparse.Namespace) -> int:
     try:
         if not s.verify_ram():
             problems.append("the RAM chunk fails its checksum (the file is damaged)")
-        chunks = s.device_chunks()
+        from ..cpu import CpuState
+        from ..emulation.session import SessionError
+        try:
+            CpuState.from_dict(s.cpu_dict())
+        except (SessionError, ValueError) as e:
+            problems.append(f"the CPU state is damaged ({e})")
+        for name in s.verify_bulk():
+            problems.append(f"the chunk {name} fails its checksum (the file is damaged)")
         _, mconf = load_machine_config(args.config, args.set)
-        import dataclasses
-        # verify only looks: every disk opened read-only, no overlay made or moved aside
-        mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
-        try:
-            machine = Machine(mconf)
-        except BlockError as e:
-            raise CommandError(str(e)) from None
-        try:
-            for dev in machine.devices:
-                data = chunks.get((dev.kind, dev.instance))
-                if data is None:
-                    problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
-                    continue
-                problems += dev.verify_state(data, deep=args.deep)
-        finally:
-            machine.close()
+        problems += against_disks(s, mconf, deep=args.deep)
     finally:
         s.close()
     if problems:
@@ -115,3 +104,41 @@ def verify(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     print(f"{args.file}: OK ({'chunks, disk markers and disk contents' if args.deep else 'chunks and disk markers'} match)")
     return 0
+
+
+def against_disks(s, mconf, *, deep: bool) -> list[str]:
+    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing)."""
+    import dataclasses
+
+    from ..drivers.block import BlockError
+    from ..machine import Machine
+
+    missing = [f"disk {spec.path} is missing (blkdev at {spec.source or 'the config'})"
+               for spec in mconf.blkdevs if not os.path.lexists(spec.path)]
+    if missing:                       # (and it must not be made: that would be the demo disk anew)
+        return missing
+    chunks = s.device_chunks()
+    # only looks: every disk opened read-only, no overlay made or moved aside
+    mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
+    try:
+        machine = Machine(mconf)
+    except BlockError as e:
+        raise CommandError(str(e)) from None
+    from ..drivers.device import check_version
+
+    problems = []
+    bulk = s.bulk_chunks()
+    versions = s.versions()
+    try:
+        for dev in machine.devices:
+            dev.restore_bulk(bulk)
+            data = chunks.get((dev.kind, dev.instance))
+            if data is None:
+                problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
+                continue
+            version = versions.get((dev.kind, dev.instance), 0)
+            problem = check_version(dev.kind, type(dev), version)
+            problems += [problem] if problem else dev.verify_state(data, version or 1, deep=deep)
+    finally:
+        machine.close()
+    return problems

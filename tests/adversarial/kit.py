@@ -26,6 +26,7 @@ def demo_rc(tmp: Path, extra: str = "", disk_flags: str = "-rw -cow -boot", ram_
     if session:
         extra = f"session_file: {tmp / 's.session'}\nsession_readonly: yes\n{extra}"
     rc = tmp / "molrc"
+    (tmp / "cow").mkdir(exist_ok=True)            # molpy creates no cow_dir a molrc names
     rc.write_text(f"ram_size: {ram_mib}\ncow_dir: {tmp / 'cow'}\nblkdev: {disk} {disk_flags}\n{extra}")
     return rc, disk
 

@@ -25,8 +25,10 @@ from kit import demo_rc, resumes, saved_session, sha
 from molpy.config import load_config
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
-from molpy.drivers.block import RawBackend
-from molpy.drivers.cow import CowBackend, Overlay, commit, overlay_name
+from molpy.drivers.commit import commit
+from molpy.drivers.cow import CowBackend, Overlay
+from molpy.drivers.overlays import overlay_name
+from molpy.drivers.raw import RawBackend
 from molpy.machine import Machine, MachineConfig
 
 SECTOR = 512
@@ -158,7 +160,7 @@ def test_full_filesystem_during_commit(tmp_path):
 
 def test_unwritable_cow_dir_is_a_clear_error(tmp_path):
     rc, disk = demo_rc(tmp_path)
-    (tmp_path / "cow").mkdir()
+    (tmp_path / "cow").mkdir(exist_ok=True)
     with unwritable(tmp_path / "cow"):
         r = molpy("run", "-f", str(rc), input=b"exit 0\n")
     err = assert_clear(r.stderr)

@@ -11,8 +11,9 @@ from kit import saved_session
 from molpy.cli import main as cli_main
 from molpy.config import BlkdevSpec
 from molpy.console import BufferConsole
-from molpy.drivers.block import RawBackend
-from molpy.drivers.cow import CowBackend, Overlay, overlay_name
+from molpy.drivers.cow import CowBackend, Overlay
+from molpy.drivers.overlays import overlay_name
+from molpy.drivers.raw import RawBackend
 from molpy.emulation.session import write_session
 from molpy.machine import Machine, MachineConfig
 

@@ -19,8 +19,10 @@ from conftest import count, tally
 from kit import demo_rc, resumes, saved_session, sha
 from molpy.config import load_config
 from molpy.console import BufferConsole
-from molpy.drivers.block import RawBackend
-from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay, commit, overlay_name
+from molpy.drivers.commit import commit
+from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay
+from molpy.drivers.overlays import overlay_name
+from molpy.drivers.raw import RawBackend
 from molpy.emulation.session import open_session
 from molpy.machine import Machine, MachineConfig
 

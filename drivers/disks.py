@@ -1,0 +1,31 @@
+"""From a blkdev line to a backend stack: a raw disk, or a cow overlay on a read-only one."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .block import BlockBackend, BlockError
+from .demo_disk import ensure_demo_disk
+from .overlays import open_overlay_for
+from .raw import RawBackend
+
+
+def open_blkdev(spec, cow_dir: str | None, *, inspect_only: bool = False,
+                say: Callable[[str], None] | None = None) -> BlockBackend:
+    """The backend a ``blkdev`` spec asks for. ``inspect_only`` (session verify) opens the
+    disk read-only and makes no overlay."""
+    ensure_demo_disk(spec.path)
+    if not os.path.exists(spec.path):
+        raise BlockError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'}; "
+                         f"make one with 'molpy img create {spec.path} SIZE')")
+    if inspect_only:
+        return RawBackend(spec.path, readonly=True)
+    if spec.cow:
+        base = RawBackend(spec.path, readonly=True)
+        try:
+            return open_overlay_for(base, cow_dir, say=say)
+        except BaseException:
+            base.close()
+            raise
+    return RawBackend(spec.path, readonly=spec.readonly)

@@ -1,0 +1,346 @@
+"""Host files, opened and created so that nothing planted at a name can redirect molpy.
+
+Every file molpy creates goes through here: a new file is made with
+O_CREAT|O_EXCL|O_NOFOLLOW (a symlink, FIFO or directory already at the name makes the
+creation fail instead of writing elsewhere), or as an unnamed O_TMPFILE that is linked
+into place only when it is complete. Files molpy reads are opened non-blocking (a FIFO
+planted at a session's name cannot hang the open) and refused unless they are of the
+kind expected. This module imports nothing of molpy, so drivers and the session layer
+can both use it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import zlib
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000)
+COPY_STEP = 8 << 20               # file-to-file copies go through a buffer of this size at most
+
+
+class HostFileError(OSError):
+    """A host file that molpy will not use; ``str()`` is one line naming the file."""
+
+    def __init__(self, path: str, reason: str, err: int = errno.EINVAL) -> None:
+        super().__init__(err, reason, path)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class FileLocked(OSError):
+    """Another process holds a conflicting flock on the file (``pid`` when /proc/locks says)."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(errno.EWOULDBLOCK, "locked")
+        self.pid = pid
+
+
+def lock(fd: int, exclusive: bool) -> None:
+    """flock the open file without waiting (tied to this open file, not to the process):
+    FileLocked naming the holder when another process has it; OSError for anything else."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise FileLocked(lock_holder(fd)) from None
+        raise
+
+
+def lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file of ``fd``, from /proc/locks (None if unknown)."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" in fields and key in fields:
+                    pid = int(fields[fields.index(key) - 1])
+                    if pid > 0 and pid != os.getpid():
+                        return pid
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def data_dir() -> str:
+    """molpy's own folder: demo disk, default session, log ($MOLPY_HOME overrides)."""
+    home = os.environ.get("MOLPY_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        home = os.path.join(xdg, "molpy")
+    os.makedirs(home, exist_ok=True)
+    return home
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def open_existing(path: str, *, write: bool = False, what: str = "file", block_ok: bool = False,
+                  nofollow: bool = False) -> int:
+    """Open a file molpy reads (or updates in place), refusing every other kind of file.
+
+    The open is non-blocking, so a FIFO at ``path`` is reported instead of hanging; the
+    descriptor is returned in blocking mode. ``block_ok`` also accepts block devices
+    (disks). ``nofollow`` refuses a symbolic link at ``path`` itself.
+    """
+    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if nofollow:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and nofollow:
+            raise HostFileError(path, f"{what} is a symbolic link; molpy does not follow it here",
+                                errno.ELOOP) from None
+        if e.errno == errno.EISDIR:
+            raise HostFileError(path, f"{what} is a directory", errno.EISDIR) from None
+        if e.errno == errno.ENXIO:      # a FIFO with no writer, opened for writing
+            raise HostFileError(path, f"{what} is a FIFO", errno.ENXIO) from None
+        raise HostFileError(path, f"cannot open it: {e.strerror}", e.errno) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or (block_ok and stat.S_ISBLK(mode))):
+            raise HostFileError(path, f"{what} is {_kind(mode)}"
+                                + ("" if block_ok else "; molpy needs a regular file"))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def create_new(path: str, *, mode: int = 0o644, what: str = "file") -> int:
+    """Create ``path``, which must not exist in any form (not even a dangling symlink)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                       | os.O_NONBLOCK | os.O_NOCTTY, mode)
+    except FileExistsError:
+        raise HostFileError(path, f"cannot create the {what}: something is already there",
+                            errno.EEXIST) from None
+    except OSError as e:
+        raise HostFileError(path, f"cannot create the {what}: {e.strerror}", e.errno) from None
+
+
+def open_append(path: str, *, what: str = "log") -> int:
+    """Open a log for appending, creating it if needed; never through a symlink or a FIFO."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HostFileError(path, f"{what} is a symbolic link; molpy does not write through it",
+                                errno.ELOOP) from None
+        raise HostFileError(path, f"cannot open the {what}: {e.strerror}", e.errno) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise HostFileError(path, f"{what} is {_kind(st.st_mode)}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_unnamed(folder: str, *, what: str = "file", mode: int = 0o644) -> int | None:
+    """An unnamed file in ``folder`` (O_TMPFILE), or None where the file system has none."""
+    try:
+        return os.open(folder, _O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise HostFileError(folder, f"cannot create the {what} here: {e.strerror}", e.errno) from None
+
+
+def link_unnamed(fd: int, path: str) -> bool:
+    """Give an unnamed file its name; False when something is already there (never replaced)."""
+    if _libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(path),
+                    _AT_SYMLINK_FOLLOW) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    raise HostFileError(path, f"cannot create it: {os.strerror(err)}", err)
+
+
+class NewFile:
+    """A file written in full before it appears under its name (atomic replace).
+
+    The data goes to an unnamed O_TMPFILE in the target's folder; ``publish`` links it
+    under a fresh random name (linkat: fails if anything is there) and renames that over
+    the target, then fsyncs the folder. A process that dies before ``publish`` leaves
+    nothing behind; only a SIGKILL between the link and the rename (microseconds) leaves
+    a ``.NAME.tmp.PID.RANDOM`` file, which :func:`remove_stale` takes away later. Where the
+    file system has no O_TMPFILE, the file is created under such a random name with
+    O_EXCL|O_NOFOLLOW and removed on failure.
+    """
+
+    def __init__(self, path: str, *, mode: int = 0o644, what: str = "file") -> None:
+        self.path = os.path.abspath(path)
+        self.folder = os.path.dirname(self.path)
+        self.what = what
+        self._named: str | None = None
+        fd = open_unnamed(self.folder, what=what, mode=mode)
+        if fd is None:
+            self._named = self._temp_name()
+            fd = create_new(self._named, mode=mode, what=what)
+            os.set_blocking(fd, True)
+        self.fd = fd
+
+    def _temp_name(self) -> str:
+        return os.path.join(self.folder, f".{os.path.basename(self.path)}.tmp.{os.getpid()}."
+                                         f"{secrets.token_hex(6)}")
+
+    def publish(self) -> None:
+        """Put the (already fsynced) file at its name, replacing what was there."""
+        if self._named is None:
+            for _ in range(8):
+                name = self._temp_name()
+                if link_unnamed(self.fd, name):
+                    self._named = name
+                    break
+            else:
+                raise HostFileError(self.path, f"cannot write the {self.what}: no free temporary name")
+        try:
+            os.replace(self._named, self.path)
+        except OSError as e:
+            self.discard()
+            raise HostFileError(self.path, f"cannot write the {self.what}: {e.strerror}", e.errno) from None
+        self._named = None
+        fsync_folder(self.folder)
+
+    def discard(self) -> None:
+        """Forget the file: nothing is left at any name."""
+        if self._named is not None:
+            try:
+                os.unlink(self._named)
+            except OSError:
+                pass
+            self._named = None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+def fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale(folder: str, name: str) -> None:
+    """Remove the temporaries that saves of ``name`` left when their process was killed.
+
+    Only names molpy makes (``.NAME.tmp.PID`` and ``.NAME.tmp.PID.RANDOM``) whose process
+    is gone; a symlink is removed as a link (unlink never follows it), a directory is left.
+    """
+    prefix = f".{name}.tmp."
+    try:
+        entries = [e for e in os.listdir(folder) if e.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue                               # still running: another molpy is saving
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+        full = os.path.join(folder, entry)
+        try:
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                continue
+            os.unlink(full)
+        except OSError:
+            pass
+
+
+def read_limited(path: str, limit: int, *, what: str = "file") -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes (no endless or special files)."""
+    fd = open_existing(path, what=what)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise HostFileError(path, f"{what} is {size} bytes; molpy reads at most {limit}")
+        data = os.pread(fd, limit + 1, 0)
+        if len(data) > limit:
+            raise HostFileError(path, f"{what} grew past {limit} bytes while being read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def copy_range(src: int, src_off: int, dst: int, dst_off: int, length: int, crc: int = 0) -> int:
+    """Copy ``length`` bytes between files through a bounded buffer; returns the running CRC-32.
+
+    A source that ends early is an error (EIO), never a silent short copy.
+    """
+    buf = bytearray(min(COPY_STEP, max(length, 1)))
+    view = memoryview(buf)
+    while length:
+        n = min(length, len(buf))
+        got = os.preadv(src, [view[:n]], src_off)
+        if got != n:
+            raise OSError(errno.EIO, f"the data ends {length - got} bytes early")
+        crc = zlib.crc32(view[:n], crc)
+        pwrite_all(dst, view[:n], dst_off)
+        src_off += n
+        dst_off += n
+        length -= n
+    return crc
+
+
+def crc_range(fd: int, offset: int, length: int) -> int:
+    buf = bytearray(min(COPY_STEP, max(length, 1)))
+    view = memoryview(buf)
+    crc = 0
+    while length:
+        n = min(length, len(buf))
+        got = os.preadv(fd, [view[:n]], offset)
+        if got <= 0:
+            return -1
+        crc = zlib.crc32(view[:got], crc)
+        offset += got
+        length -= got
+    return crc
+
+
+def pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

@@ -1,0 +1,190 @@
+"""Signals that end or stop molpy: each becomes an orderly stop with status 128+signal.
+
+Where molpy can stop at once (start-up, reading a file, waiting), a terminating signal
+raises :class:`SignalExit` and the cleanup code runs as it unwinds. Inside a
+``deferred()`` section (the guest's run loop, a session save, a cow commit) the signal
+is only recorded, the listeners are told (the console turns it into a stop request)
+and any ``select`` wakes through the wakeup descriptor; the section's owner stops at
+its next safe point, so no file is left half written. An ``interruptible()`` section
+inside it (a blocked write) gives way at once.
+
+SIGTSTP (Ctrl-Z) lets the listeners put the terminal back to the user's settings,
+then stops molpy the ordinary way; SIGCONT lets them take it again. SIGKILL and
+SIGSTOP cannot be caught; faults (SIGBUS, SIGSEGV ...) are molpy.crashnet's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Iterator
+
+from .status import SIGNAL_BASE
+
+# Signals whose default action ends the process and that arrive from outside.
+# SIGPIPE and SIGXFSZ stay ignored (Python's choice: the write fails with EPIPE/EFBIG
+# and molpy reports it); faults are handled by molpy.crashnet.
+TERMINATING = tuple(s for s in (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
+    getattr(signal, "SIGPWR", None), getattr(signal, "SIGSTKFLT", None), getattr(signal, "SIGIO", None),
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) if s is not None)
+
+_RAISE, _DEFER = "raise", "defer"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}" if signal.SIGRTMIN <= signum <= signal.SIGRTMAX \
+            else f"signal {signum}"
+
+
+class SignalExit(BaseException):
+    """A terminating signal arrived where molpy could stop at once (like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+    @property
+    def status(self) -> int:
+        return SIGNAL_BASE + self.signum
+
+
+class SignalGuard:
+    """The process's handler for terminating signals and for Ctrl-Z; see the module doc.
+
+    Listeners are objects with any of ``on_signal(signum)``, ``suspend()`` and ``resume()``.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None   # the first terminating signal, if any
+        self._modes: list[str] = []
+        self._raised = False
+        self._listeners: list = []
+        self._previous: dict[int, object] = {}
+        self._wakeup_previous: int | None = None
+
+    # -- installation --
+
+    def install(self) -> "SignalGuard":
+        """Take every terminating signal still at its default, and SIGTSTP/SIGCONT."""
+        global _current
+        for signum in TERMINATING + (signal.SIGTSTP, signal.SIGCONT):
+            old = signal.getsignal(signum)
+            if old not in (signal.SIG_DFL, signal.default_int_handler):
+                continue                    # someone else handles it (or ignores it on purpose)
+            self._previous[signum] = old
+            signal.signal(signum, self._handle)
+        _current = self
+        return self
+
+    def uninstall(self) -> None:
+        global _current
+        for signum, old in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, old)
+        self._previous.clear()
+        self.wake_with(None)
+        if _current is self:
+            _current = None
+
+    def ignore_from_now(self) -> None:
+        """The process is about to exit with its status decided: later signals are ignored."""
+        for signum in self._previous:
+            if signal.getsignal(signum) == self._handle and signum not in (signal.SIGTSTP, signal.SIGCONT):
+                signal.signal(signum, signal.SIG_IGN)
+
+    def wake_with(self, fd: int | None) -> None:
+        """Write a byte to ``fd`` on every signal (a select on its pipe then wakes)."""
+        if fd is not None:
+            old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+            if self._wakeup_previous is None:
+                self._wakeup_previous = old
+        elif self._wakeup_previous is not None:
+            signal.set_wakeup_fd(self._wakeup_previous)
+            self._wakeup_previous = None
+
+    def add_listener(self, listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # -- sections --
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals are recorded, not raised: the code inside finishes what it does."""
+        self._modes.append(_DEFER)
+        try:
+            yield
+        finally:
+            self._modes.pop()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A signal raises SignalExit here even inside a deferred section (a blocked write)."""
+        self._modes.append(_RAISE)
+        try:
+            yield
+        finally:
+            self._modes.pop()
+
+    @property
+    def status(self) -> int | None:
+        return None if self.received is None else SIGNAL_BASE + self.received
+
+    # -- the handler (runs in the main thread, between two Python instructions) --
+
+    def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGTSTP:
+            self._stop()
+            return
+        if signum == signal.SIGCONT:
+            self._tell("resume")
+            return
+        if self.received is None:
+            self.received = signum
+        self._tell("on_signal", signum)
+        # Outside any section only the first signal raises: the cleanup it starts runs to the end.
+        mode = self._modes[-1] if self._modes else (_DEFER if self._raised else _RAISE)
+        if mode == _RAISE:
+            self._raised = True
+            raise SignalExit(signum)
+
+    def _stop(self) -> None:
+        self._tell("suspend")
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGTSTP)   # stops here until SIGCONT (fg, bg, kill -CONT)
+        finally:
+            signal.signal(signal.SIGTSTP, self._handle)
+        self._tell("resume")
+
+    def _tell(self, what: str, *args) -> None:
+        for listener in list(self._listeners):
+            fn = getattr(listener, what, None)
+            if fn is not None:
+                fn(*args)
+
+
+_current: SignalGuard | None = None
+
+
+def current() -> SignalGuard | None:
+    """The installed guard (the CLI installs one), or None in library use."""
+    return _current
+
+
+def deferred():
+    """``current().deferred()``, or nothing when no guard is installed."""
+    return _current.deferred() if _current is not None else contextlib.nullcontext()
+
+
+def interruptible():
+    return _current.interruptible() if _current is not None else contextlib.nullcontext()

@@ -1,0 +1,167 @@
+"""What ``molpy run`` checks before it starts, and ``molpy run --check`` reports in full.
+
+Every problem is one line naming the molrc key and the path. ``run`` refuses with the
+first (before anything is opened, so a FIFO or a directory where a file belongs can
+neither block nor reach a traceback); ``--check`` (deep) lists them all and also reads
+what a run would read: the bootfile as an ELF, the session file and its disk markers.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def not_a_regular_file(path: str, what: str) -> str | None:
+    """One line when ``path`` exists but is a directory, a FIFO, a device ... (None: fine or absent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None                                 # absent or unreadable: the open says why
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return f"{path} is {_kind(st.st_mode)}, not a {what}"
+
+
+def problems(mconf, *, deep: bool = False) -> list[str]:
+    """Every problem a run of ``mconf`` would meet; ``deep`` also reads the files' contents."""
+    found: list[str] = []
+    found += elf_problems("bootfile", mconf.bootfile, mconf, deep)
+    found += elf_problems("of_image", mconf.of_image, mconf, deep)
+    disks = disk_problems(mconf)
+    found += disks
+    found += cow_dir_problems(mconf)
+    found += session_problems(mconf, deep and not disks)   # the match needs the disks
+    return found
+
+
+def elf_problems(key: str, path: str | None, mconf, deep: bool) -> list[str]:
+    """The guest (bootfile) or firmware (of_image) ELF a boot would load."""
+    if not path:
+        return []
+    try:
+        st = _stat(path)
+    except OSError as e:
+        return [f"{key} {path}: {e.strerror}"]
+    if st is None:
+        # A resumed session does not need it, so only --check says so before the boot does.
+        return [f"{key} {path} does not exist"] if deep else []
+    if not stat.S_ISREG(st.st_mode):
+        return [f"{key} {path} is {_kind(st.st_mode)}, not a guest ELF file"]
+    if deep:
+        from .boot import BootError, read_elf
+        try:
+            read_elf(path, mconf.ram_mib << 20)
+        except BootError as e:
+            return [f"{key} {e}"]
+    return []
+
+
+def disk_problems(mconf) -> list[str]:
+    from .drivers.demo_disk import default_demo_path
+
+    found = []
+    seen: dict[tuple[int, int] | str, str] = {}
+    for spec in mconf.blkdevs:
+        where = f"(blkdev at {spec.source or 'the config'})"
+        try:
+            st = _stat(spec.path)
+        except OSError as e:
+            found.append(f"disk {spec.path}: {e.strerror} {where}")
+            continue
+        if st is None:
+            if os.path.abspath(spec.path) != default_demo_path():     # a run makes the demo disk
+                found.append(f"disk {spec.path} does not exist {where}")
+            key: tuple[int, int] | str = os.path.abspath(spec.path)
+        else:
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                found.append(f"disk {spec.path} is {_kind(st.st_mode)}, not a disk image {where}")
+                continue
+            writes = not spec.readonly and not spec.cow
+            if not os.access(spec.path, os.R_OK | (os.W_OK if writes else 0)):
+                how = " read-write" if writes else ""
+                found.append(f"disk {spec.path}: cannot open it{how}: permission denied {where}")
+            key = (st.st_dev, st.st_ino)
+        if key in seen:
+            found.append(f"disk {spec.path} is listed twice (blkdev at {seen[key]} and {spec.source or 'the config'})")
+        else:
+            seen[key] = spec.source or "the config"
+    return found
+
+
+def cow_dir_problems(mconf) -> list[str]:
+    """A cow_dir the molrc names must exist: molpy creates only its own data folder."""
+    path = mconf.cow_dir
+    if not path or not any(spec.cow for spec in mconf.blkdevs):
+        return []
+    try:
+        st = _stat(path)
+    except OSError as e:
+        return [f"cow_dir {path}: {e.strerror}"]
+    if st is None:
+        from .config import data_dir
+        if os.path.abspath(path) == os.path.abspath(data_dir()):
+            return []
+        return [f"cow_dir {path} does not exist (create the folder, or drop cow_dir to use "
+                f"molpy's data folder)"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"cow_dir {path} is {_kind(st.st_mode)}, not a folder"]
+    if not os.access(path, os.W_OK | os.X_OK):
+        return [f"cow_dir {path}: cannot create the -cow overlays there: permission denied"]
+    return []
+
+
+def session_problems(mconf, deep: bool) -> list[str]:
+    path = mconf.session_file
+    if not path:
+        return []
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return [f"session_file {path}: its folder {folder} does not exist"]
+    try:
+        st = _stat(path)
+    except OSError as e:
+        return [f"session_file {path}: {e.strerror}"]
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return [f"session_file {path} is {_kind(st.st_mode)}, not a session file"]
+    if not deep:
+        return []
+    found = []
+    if not mconf.session_readonly and not os.access(folder, os.W_OK | os.X_OK):
+        found.append(f"session_file {path}: its folder {folder} is not writable (F12 could not save)")
+    if st is not None:
+        found += session_match_problems(path, mconf)
+    return found
+
+
+def session_match_problems(path: str, mconf) -> list[str]:
+    """Whether the saved session in ``path`` would resume with the molrc's disks."""
+    from .cli import CommandError
+    from .commands.session import against_disks
+    from .emulation.session import SessionError, open_session
+
+    try:
+        s = open_session(path)
+    except SessionError as e:
+        return [f"session_file: {e} (molpy run --fresh boots instead)"]
+    try:
+        return [f"session_file {path}: {p}" for p in against_disks(s, mconf, deep=False)]
+    except (SessionError, CommandError) as e:
+        return [f"session_file {path}: {e}"]
+    finally:
+        s.close()
