@@ -24,6 +24,7 @@ import os
 from ..cpu import CPU_ALIASES, DEFAULT_CPU
 from ..emulation.memory import GuestAccessError
 from ..files import HostFileError, read_limited
+from ..timebase import TB_FREQ
 from .device import Device, DeviceContext
 from .oftree import MAX_FILE, DeviceTree, Node, TreeError, parse_tree
 from .resources import str_res
@@ -90,7 +91,27 @@ def build_tree(config, ram_size: int) -> DeviceTree:
     cpu_file = str_res(config.resources, cpu_resource(config.cpu))
     if cpu_file:
         _import_cpu_node(tree, config, cpu_file)
+    cpu = tree.find_type(b"cpu")
+    if cpu is not None:
+        # MOL's fix_cpu_node: the frequencies of this machine. molpy's time base counts at
+        # TB_FREQ; the bus is guessed as 4 x the time base (MOL's guess when it had none);
+        # the clock is the host's, as MOL read it.
+        for name, hz in ((b"timebase-frequency", TB_FREQ), (b"bus-frequency", 4 * TB_FREQ),
+                         (b"clock-frequency", host_cpu_hz())):
+            tree.set_property(cpu, name, hz.to_bytes(4, "big"))
     return tree
+
+
+def host_cpu_hz(default: int = 400_000_000) -> int:
+    """The host CPU's clock as /proc/cpuinfo gives it (``default`` where it does not)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("cpu mhz"):
+                    return min(int(float(line.split(":", 1)[1]) * 1_000_000), 0xFFFFFFFF)
+    except (OSError, ValueError):
+        pass
+    return default
 
 
 def _import_cpu_node(tree: DeviceTree, config, cpu_file: str) -> None:

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 
+from .files import data_dir
 from .molrc.disks import BlkdevSpec, build_disks
 from .molrc.errors import ConfigError, printable
 from .molrc.interpreter import Interpreter
@@ -37,16 +38,6 @@ blkdev: ${MOLPY_DATA}/demo.img -rw -boot
 """
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
-
-
-def data_dir() -> str:
-    """molpy's own folder: demo disk, default session, log ($MOLPY_HOME overrides)."""
-    home = os.environ.get("MOLPY_HOME")
-    if not home:
-        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        home = os.path.join(xdg, "molpy")
-    os.makedirs(home, exist_ok=True)
-    return home
 
 
 def parse_size(text: str) -> int:

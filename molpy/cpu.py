@@ -30,6 +30,7 @@ from .emulation.state import StateError, int_list, record, u32
 uclib = _lib = ctypes.CDLL(_ucmod.uclib._name)
 # uc_ctl(uc, UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2 arguments), begin, end), as unicorn.h builds it
 _CTL_REMOVE_CACHE = UC.UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (UC.UC_CTL_IO_WRITE << 30)
+_CTL_TLB_FLUSH = UC.UC_CTL_TLB_FLUSH | (UC.UC_CTL_IO_WRITE << 30)
 
 SCRATCH_BASE = 0xFFFF0000          # host-only page: stubs and their data
 _READ_STUB = SCRATCH_BASE
@@ -222,6 +223,8 @@ def _build_stubs() -> tuple[bytes, bytes]:
 
 _READ_CODE, _WRITE_CODE = _build_stubs()
 assert len(_READ_CODE) <= 0x400 and len(_WRITE_CODE) <= 0x400
+_WARM_UP = SCRATCH_BASE + 0xF00
+_WARM_UP_CODE = _words([0x48000004, 0x60000000])    # b .+4; nop: two blocks
 
 GPR_IDS = [P.UC_PPC_REG_0 + i for i in range(32)]
 FPR_IDS = [P.UC_PPC_REG_FPR0 + i for i in range(32)]
@@ -244,13 +247,18 @@ class Cpu:
         self.uc.mem_map(SCRATCH_BASE, SCRATCH_SIZE, UC_PROT_ALL)
         self.uc.mem_write(_READ_STUB, _READ_CODE)
         self.uc.mem_write(_WRITE_STUB, _WRITE_CODE)
+        self.uc.mem_write(_WARM_UP, _WARM_UP_CODE)
         self.uc.mem_protect(SCRATCH_BASE, SCRATCH_SIZE, UC_PROT_NONE)
         self._gprs = RegisterFile(self.uch, GPR_IDS)
         self._fprs = RegisterFile(self.uch, FPR_IDS)
         self._misc = RegisterFile(self.uch, MISC_IDS)
         self._pc = RegisterFile(self.uch, [P.UC_PPC_REG_PC])
+        self._msr = RegisterFile(self.uch, [P.UC_PPC_REG_MSR])
         self.in_stub = False
         self._hooks: list = []
+        # Unicorn's UC_HOOK_EDGE_GENERATED (molpy.sites) is silent until one block has
+        # returned normally; the stubs end at their exit address instead, so run one here.
+        self._run_stub(_WARM_UP, _WARM_UP_CODE)
 
     # -- small accessors --
 
@@ -282,12 +290,24 @@ class Cpu:
         _lib.uc_emu_stop(self.uch)
 
     def code_changed(self, begin: int, end: int) -> None:
-        """Drop translated code for guest RAM [begin, end) that the host has just written.
+        """Drop translated code for guest-physical RAM [begin, end) that the host has just written.
 
         Unicorn sees guest stores, but not the host writing RAM through its mapping (a disk
         read): without this, a guest that loads code over code it already ran in the same
-        slice would run the old code. A raw uc_ctl call costs about half a microsecond.
+        slice would run the old code. Unicorn looks the range up through the current
+        instruction translation, so with MSR[IR] set the lookup is made in real mode.
+        A raw uc_ctl call costs about half a microsecond.
         """
+        msr = self._msr.read()[0] & 0xFFFFFFFF
+        if msr & MSR_IR:
+            self._msr.write([msr & ~MSR_IR])
+            self.drop_code(begin, end)
+            self._msr.write([msr])
+        else:
+            self.drop_code(begin, end)
+
+    def drop_code(self, begin: int, end: int) -> None:
+        """Drop translated code for [begin, end) as the guest fetches it now (virtual with MSR[IR])."""
         _lib.uc_ctl(self.uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(begin), ctypes.c_uint64(end))
 
     # -- full state --
@@ -331,6 +351,12 @@ class Cpu:
         self._run_stub(_WRITE_STUB, _WRITE_CODE, data=data)
         self._restore_basic(s.gpr, s.fpr, s.cr, s.lr, s.ctr, s.fpscr, s.msr, s.pc)
         self.uc.ctl_flush_tb()
+        self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        """Forget every cached translation: Unicorn keeps BAT translations in its TLB and does
+        not drop them when only a lower BAT register changes (mtspr or a restored context)."""
+        _lib.uc_ctl(self.uch, _CTL_TLB_FLUSH)
 
     def _restore_basic(self, gpr, fpr, cr, lr, ctr, fpscr, msr, pc) -> None:
         self._gprs.write(gpr)

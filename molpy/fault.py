@@ -12,7 +12,7 @@ EXCEPTION_NAMES = {
     4: "external interrupt", 5: "alignment", 6: "program", 7: "floating point unavailable",
     8: "system call", 9: "auxiliary processor unavailable", 10: "decrementer",
     13: "data TLB miss", 14: "instruction TLB miss", 15: "debug", 20: "performance monitor",
-    96: "program (invalid instruction)",
+    68: "trace", 96: "program (invalid instruction)",
 }
 
 
@@ -27,6 +27,7 @@ class GuestFault:
     intno: int | None = None
     insn: int | None = None   # the instruction word at pc, when readable
     state: CpuState | None = None
+    insn_note: str = ""       # how pc was translated, or why its word cannot be read
 
     def report(self) -> str:
         """Multi-line text: exception, PC, instruction disassembled, registers."""
@@ -36,6 +37,8 @@ class GuestFault:
         if self.detail:
             lines.append(f"  {self.detail}")
         lines.append(f"  pc  0x{self.pc:08x}: {disassemble(self.insn, self.pc)}")
+        if self.insn_note:
+            lines.append(f"      ({self.insn_note})")
         s = self.state
         if s is not None:
             for row in range(8):
@@ -62,29 +65,15 @@ def disassemble(word: int | None, pc: int) -> str:
     return f"{word:08x}  {text}"
 
 
-def classify_program(word: int | None) -> str:
-    """Name a program exception from the instruction that raised it."""
+def instruction_at(state: CpuState, ram, pc: int) -> tuple[int | None, str]:
+    """The word at virtual ``pc`` through the translation the guest had, and how it was found.
+
+    With the MMU on, reading physical RAM at a virtual PC would name another address's
+    instruction; this walks the guest's own BATs and page table instead (molpy.mmu).
+    """
+    from .mmu import FETCH, MmuState, read_word
+
+    word, t = read_word(MmuState.from_cpu_state(state), ram, pc, FETCH)
     if word is None:
-        return "program exception"
-    primary = word >> 26
-    if primary == 3 or (primary == 31 and (word >> 1) & 0x3FF == 4):
-        return "trap"
-    if disassemble(word, 0).endswith("(not a valid instruction)"):
-        return "illegal instruction"
-    return "privileged or unsupported instruction"
-
-
-def name_for(intno: int, word: int | None) -> str:
-    if intno == 6:
-        return classify_program(word)
-    if intno == 96:     # QEMU raises invalid opcodes as "HV emulation assistance"
-        return "illegal instruction"
-    if intno == 7:
-        return "FP used while disabled"
-    if intno in (2, 13):
-        return "data access fault"
-    if intno in (3, 14):
-        return "instruction fetch fault"
-    if intno == 5:
-        return "alignment fault"
-    return EXCEPTION_NAMES.get(intno, f"exception {intno}")
+        return None, f"not readable: {t.describe()}{'' if t.phys is None else ', outside RAM'}"
+    return word, "" if t.via == "real mode" else f"virtual address: {t.describe()}"

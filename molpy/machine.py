@@ -1,12 +1,15 @@
 """The machine: CPU, RAM, OSI dispatch and devices, and the loop that runs the guest.
 
-The guest runs in slices (``emu_start`` with a timeout, no per-instruction hook) so
-that keys, Ctrl-C and F12 are seen within a slice even while it computes without
-any OSI call; everything that stops the guest is decided between slices.
+The guest runs in slices (``emu_start`` ended by molpy's slice timer, no per-instruction
+hook) so that keys, Ctrl-C and F12 are seen within a slice even while it computes without
+any OSI call. An exception stops the engine at the instruction that raised it and is
+delivered before the next slice (molpy/exceptions.py); the decrementer and external
+interrupts are taken between slices; everything that stops the guest is decided there.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import enum
 import logging
@@ -19,18 +22,35 @@ from unicorn import unicorn_const as UC
 
 from . import boot
 from .console import BufferConsole, Frontend
-from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState
+from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
+from .cpuenv import CpuEnv
 from .drivers.device import DeviceContext, check_version, create_devices
 from .emulation.memory import GuestMemory
 from .emulation.session import SessionError, open_session, write_session
 from .emulation.state import StateError
-from .fault import GuestFault, name_for
+from .exceptions import ExceptionUnit
+from .fault import GuestFault, instruction_at
 from .osi import OsiDispatcher
+from .sites import Sites
+from .slicetimer import SliceTimer
+from .timebase import STATE_KEY as TIMEBASE_KEY
+from .timebase import TimeBase, parse_state
 
 SLICE_US = 10_000                       # 10 ms: keys are seen well within 100 ms
-UNTIL = SCRATCH_BASE + SCRATCH_SIZE - 4  # never reached by a working guest
+# A booted guest's time base starts at 0 and its decrementer at 0xFFFFFFFF: it passes
+# zero after 2^32 ticks (172 s) unless the guest writes it first.
+FRESH_TIMEBASE = {"tb": 0, "dec": 0xFFFFFFFF, "dec_pending": False}
+# emu_start's end address: unaligned, so no instruction fetch ever matches it, at any
+# virtual address a guest's MMU may map.
+UNTIL = SCRATCH_BASE + SCRATCH_SIZE - 2
 
 log = logging.getLogger("molpy")
+
+# uc_emu_start through our own handle on the library: the binding's wrapper costs ~4 us a
+# call, paid once per delivered exception. Guest slices end through molpy's SliceTimer,
+# never through Unicorn's timeout (see molpy/slicetimer.py).
+_emu_start = uclib.uc_emu_start
+_emu_start.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t]
 
 
 class Stop(enum.Enum):
@@ -96,7 +116,16 @@ class Machine:
         self.saved = False                  # a session was saved from this machine
         self._error: BaseException | None = None
         self._session = None                # the open session file a resumed machine runs from
-        self.osi = OsiDispatcher(self.cpu, self._on_fault, self._on_error)
+        self.slice_us = SLICE_US
+        self.cpuenv = CpuEnv(self.cpu)
+        self.timebase = TimeBase()
+        self._timer = SliceTimer(self.cpu.uch)
+        self.sites = Sites(self.cpu, self.cpuenv, self.memory.view, self.timebase,
+                           self._on_dec_write, self._on_error)
+        self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.sites)
+        self._saved_time: dict | None = None
+        self.osi = OsiDispatcher(self.cpu, self.exceptions.on_interrupt, self._on_error)
+        self.timebase.register_osi(self.osi)
         self.device_context = DeviceContext(
             config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
             code_changed=self.cpu.code_changed, request_exit=self.request_exit)
@@ -105,11 +134,14 @@ class Machine:
     # -- boot --
 
     def boot(self, bootfile: str | None = None, boot_args: str | None = None) -> None:
-        """Load the guest ELF and set the entry registers (a fresh start)."""
-        path = bootfile or self.config.bootfile or str(boot.demo_guest())
+        """Load the guest ELF and set the entry registers (a fresh start).
+
+        What boots: ``bootfile`` given here, else molpy's ``bootfile`` key, else MOL's
+        firmware (``of_image``, as MOL's newworld boot did), else the bundled demo guest."""
+        path = bootfile or self.config.bootfile or self.config.of_image or str(boot.demo_guest())
         args = self.config.boot_args if boot_args is None else boot_args
         state = boot.load(self.memory, path, args)
-        self.cpu.set_state(state)
+        self.set_state(state, FRESH_TIMEBASE)
 
     # -- called from the interrupt hook --
 
@@ -117,58 +149,66 @@ class Machine:
         self.exit_code = code
         self.cpu.stop()
 
-    def _on_fault(self, intno: int, detail: str) -> None:
-        pc = (self.cpu.pc - 4) & 0xFFFFFFFF   # the hook sees PC past the faulting instruction
-        self.fault = GuestFault(kind=name_for(intno, self._insn_at(pc)) if not detail else "bad system call",
-                                pc=pc, detail=detail, intno=intno)
-        self.cpu.stop()
-
     def _on_error(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
         self.cpu.stop()
 
-    def _insn_at(self, pc: int) -> int | None:
-        try:
-            return int.from_bytes(self.cpu.uc.mem_read(pc, 4), "big")
-        except UcError:
-            return None
+    def _on_dec_write(self) -> None:
+        """The guest wrote DEC inside a slice: end the slice in time for its next exception."""
+        tb = self.timebase
+        self._timer.hurry(tb.clock() if tb.dec_pending else tb.next_crossing())
 
     # -- the run loop --
 
     def run(self, seconds: float | None = None) -> Stop:
         """Run the guest until it exits, faults, or the front-end or the time budget stops it."""
-        uc = self.cpu.uc
         frontend = self.frontend
+        exceptions, sites, timer = self.exceptions, self.sites, self._timer
         deadline = None if seconds is None else time.monotonic() + seconds
+        poll_at = time.monotonic_ns() + self.slice_us * 1000
         while True:
-            pc = self.cpu.pc
-            try:
-                uc.emu_start(pc, UNTIL, timeout=SLICE_US)
-            except UcError as e:
-                self._fault_from_error(e)
-            frontend.flush()
-            if self._error is not None:
-                err, self._error = self._error, None
-                raise err
+            now = time.monotonic_ns()
+            if now >= poll_at:                   # a slice's worth of time: look at the host
+                frontend.flush()
+                if self.memory.file_changed():
+                    log.warning("the session file was opened for writing by another program; the "
+                                "running guest's RAM now lives in memory only (it is unchanged)")
+                frontend.poll()
+                request = frontend.take_request()
+                if request is not None:
+                    return Stop(request)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return Stop.TIMEOUT
+                sites.sync(self.cpuenv.load(), now)
+                self.cpuenv.store()
+                poll_at = now + self.slice_us * 1000
+            fault, event = exceptions.before_slice(now)
+            if fault is None:
+                timer.arm(poll_at if event is None else min(poll_at, event))
+                try:
+                    err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, 0)
+                finally:
+                    timer.disarm()
+                if err:
+                    self._fault_from_error(UcError(err))
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    frontend.flush()
+                    raise error
+                if self.fault is None and self.exit_code is None and exceptions.raised is not None:
+                    fault = exceptions.deliver_raised()
+                if sites.pending:
+                    sites.apply()
+            if fault is not None:
+                self.fault = fault
             if self.fault is not None:
+                frontend.flush()
                 self._complete_fault()
                 return Stop.FAULT
             if self.exit_code is not None:
+                frontend.flush()
                 return Stop.EXIT
-            if self.cpu.pc == UNTIL:
-                self.fault = GuestFault(kind="instruction fetch outside RAM", pc=UNTIL)
-                self._complete_fault()
-                return Stop.FAULT
-            if self.memory.file_changed():
-                log.warning("the session file was opened for writing by another program; the "
-                            "running guest's RAM now lives in memory only (it is unchanged)")
-            frontend.poll()
-            request = frontend.take_request()
-            if request is not None:
-                return Stop(request)
-            if deadline is not None and time.monotonic() >= deadline:
-                return Stop.TIMEOUT
 
     def _fault_from_error(self, e: UcError) -> None:
         if self.fault is not None:
@@ -186,23 +226,38 @@ class Machine:
                                 detail=f"unicorn: {e}")
 
     def _complete_fault(self) -> None:
+        """Registers and instruction as the fault left them (the MMU's view of pc included)."""
         f = self.fault
-        if f.insn is None:
-            f.insn = self._insn_at(f.pc)
         try:
-            f.state = self.cpu.get_state()
+            f.state = self.get_state()
         except Exception:  # the report is still useful without the registers
             f.state = None
         if f.state is not None:
             f.state.pc = f.pc
+            if f.insn is None:
+                f.insn, f.insn_note = instruction_at(f.state, self.memory.view, f.pc)
 
     # -- state --
 
     def get_state(self) -> CpuState:
-        return self.cpu.get_state()
+        """Every register; TB and DEC as the guest reads them now."""
+        state = self.cpu.get_state()
+        now = self.timebase.clock()
+        tb = self.timebase.tb(now)
+        state.spr["TBL"], state.spr["TBU"] = tb & 0xFFFFFFFF, tb >> 32
+        state.spr["DEC"] = self.timebase.dec(now)
+        return state
 
-    def set_state(self, state: CpuState) -> None:
+    def set_state(self, state: CpuState, timebase: dict | None = None) -> None:
+        """Load every register; TB and DEC go on from the state's values (or ``timebase``)."""
         self.cpu.set_state(state)
+        tb = timebase or {"tb": state.spr["TBU"] << 32 | state.spr["TBL"], "dec": state.spr["DEC"],
+                          "dec_pending": False}
+        now = self.timebase.clock()
+        self.timebase.load(tb, now)
+        env = self.cpuenv.load()
+        self.sites.sync(env, now, adopt=True)
+        env.store()
 
     # -- sessions --
 
@@ -224,8 +279,9 @@ class Machine:
         for dev in self.devices:
             devices.append((dev.kind, dev.instance, dev.save_later()))
             bulks += dev.save_bulk()
-        return write_session(path, self.memory.view, self.cpu.get_state().as_dict(), devices,
-                             self.config.config_checksum, bulks,
+        cpu = self.get_state().as_dict()
+        cpu[TIMEBASE_KEY] = self.timebase.save()
+        return write_session(path, self.memory.view, cpu, devices, self.config.config_checksum, bulks,
                              {("CPU ", 0): CpuState.VERSION,
                               **{(dev.kind, dev.instance): dev.version for dev in self.devices}})
 
@@ -256,13 +312,15 @@ class Machine:
             if not CpuState.MIN_VERSION <= cpu_version <= CpuState.VERSION:
                 raise SessionError(f"session {path}: the CPU state version {cpu_version} is not supported "
                                    f"(this molpy loads versions {CpuState.MIN_VERSION} to {CpuState.VERSION})")
-            state = CpuState.from_dict(session.cpu_dict())
+            cpu = session.cpu_dict()
+            state = CpuState.from_dict(cpu)
+            timebase = parse_state(cpu[TIMEBASE_KEY]) if TIMEBASE_KEY in cpu else None
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
             machine = cls(config, frontend, memory=memory)
             bulk = session.bulk_chunks()
             for dev in machine.devices:
                 dev.restore_bulk(bulk)
-            machine.load_saved(state, session.device_chunks(), path, session.versions())
+            machine.load_saved(state, session.device_chunks(), path, session.versions(), timebase)
             if not readonly:
                 session.mark_used()
             memory.guard_file(session.fd)
@@ -280,7 +338,7 @@ class Machine:
             raise
 
     def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str,
-                   versions: dict[tuple[str, int], int] | None = None) -> None:
+                   versions: dict[tuple[str, int], int] | None = None, timebase: dict | None = None) -> None:
         """Put the CPU and every device in their saved state (and remember it for reset).
 
         A device's chunk is loaded only in a version the device declares it can load
@@ -294,7 +352,8 @@ class Machine:
             problem = check_version(dev.kind, type(dev), versions.get((dev.kind, dev.instance), 0))
             if problem:
                 raise SessionError(f"session {where}: {problem}")
-        self.cpu.set_state(state)
+        self.set_state(state, timebase)
+        self._saved_time = self.timebase.save()
         for dev in self.devices:
             dev.load_state(chunks[(dev.kind, dev.instance)], versions.get((dev.kind, dev.instance), 0) or 1)
         self._saved_state = state
@@ -312,6 +371,12 @@ class Machine:
         self.memory.discard_changes()
         self.cpu.uc.ctl_flush_tb()
         self.cpu.uc.context_restore(self._saved_context)
+        self.cpu.flush_tlb()
+        self.timebase.load(self._saved_time)
+        env = self.cpuenv.load()
+        self.sites.sync(env, self.timebase.clock(), adopt=True)
+        env.store()
+        self.exceptions.reset()
         for dev in self.devices:
             dev.reset()
         self.exit_code = None
@@ -321,6 +386,9 @@ class Machine:
         for dev in reversed(self.devices):
             dev.close()
         self.devices = []
+        self._timer.close()
+        self.sites.close()
+        self.cpuenv.close()
         self.cpu.uc.mem_unmap(0, self.memory.size)
         self.memory.close()
         if self._session is not None:

@@ -2,7 +2,8 @@
 
 Guest: r3 = 0x113724FA, r4 = 0x77810F9B, r5 = selector, r6.. = arguments, ``sc``.
 Host: result in r3, extra results in r4, r5 ... Every other exception that reaches
-Unicorn's interrupt hook, and an ``sc`` without the magic, stops the guest with a fault.
+Unicorn's interrupt hook, and an ``sc`` without the magic, goes to ``on_exception``,
+which stops the engine so that the machine delivers it (molpy/exceptions.py).
 A selector nobody serves is answered as MOL's os_interface.c answers it: 0 below
 NUM_SELECTORS (MOL's unset vector), r3 left untouched from NUM_SELECTORS up.
 
@@ -53,16 +54,17 @@ class OsiError(Exception):
 
 
 class OsiDispatcher:
-    """Owns the interrupt hook: OSI calls go to handlers, anything else is a guest fault.
+    """Owns the interrupt hook: OSI calls go to handlers, any other exception to ``on_exception``.
 
-    ``on_fault(intno, reason)`` and ``on_error(exc)`` are called from inside the hook;
-    both must stop the engine (the machine's implementations do).
+    ``on_exception(intno)`` and ``on_error(exc)`` are called from inside the hook; both
+    must stop the engine (the machine's implementations do) and neither may run the engine
+    (no nested emu_start: it would cancel the running slice's stop request).
     """
 
-    def __init__(self, cpu: Cpu, on_fault: Callable[[int, str], None],
+    def __init__(self, cpu: Cpu, on_exception: Callable[[int], None],
                  on_error: Callable[[BaseException], None]) -> None:
         self.cpu = cpu
-        self.on_fault = on_fault
+        self.on_exception = on_exception
         self.on_error = on_error
         self._handlers: dict[int, tuple[Handler, int, str]] = {}
         self._unknown_seen: set[int] = set()
@@ -99,7 +101,7 @@ class OsiDispatcher:
         r3_ref = ctypes.byref(r3_out)
         write_one = uclib.uc_reg_write
         outs = self._outs
-        on_fault, on_error, unknown = self.on_fault, self.on_error, self._unknown
+        on_exception, on_error, unknown = self.on_exception, self.on_error, self._unknown
 
         def hook(_uch: int, intno: int, _ud: int) -> None:
             try:
@@ -107,11 +109,11 @@ class OsiDispatcher:
                     cpu.stop()
                     return
                 if intno != INTNO_SYSCALL:
-                    on_fault(intno, "")
+                    on_exception(intno)
                     return
                 read_batch(uch, ids, ptrs, n)
                 if v[0] & MASK != OSI_MAGIC1 or v[1] & MASK != OSI_MAGIC2:
-                    on_fault(intno, "sc without the OSI magic in r3/r4")
+                    on_exception(intno)         # an ordinary system call (vector 0xC00)
                     return
                 sel = v[2] & MASK
                 entry = handlers.get(sel)

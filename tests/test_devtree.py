@@ -457,3 +457,23 @@ def test_generated_prom_calls(tree_machine, calls):
         changed = np.flatnonzero(before != after)
         if changed.size:
             assert buf <= changed[0] and changed[-1] < buf + size, (sel, op, ph, a2, a3, a4)
+
+
+def test_the_cpu_node_gets_this_machines_frequencies(tmp_path):
+    """MOL's fix_cpu_node: the time base frequency the guest must use to count time is
+    molpy's (25 MHz), the bus 4 x that, the clock the host's."""
+    from molpy.drivers.devtree import host_cpu_hz
+    from molpy.timebase import TB_FREQ
+
+    tree_file = tmp_path / "tree"
+    tree_file.write_text(TREE.replace('''        (property name           <str>   "memory" )''', '''        (property name           <str>   "cpu" )
+        (property device_type    <str>   "cpu" )
+        (property timebase-frequency <word> 0x01 )
+    }
+    {
+        (property name           <str>   "memory" )'''))
+    tree = build_tree(MachineConfig(oftree=str(tree_file)), 16 << 20)
+    cpu = tree.find_type(b"cpu")
+    assert int.from_bytes(cpu.prop(b"timebase-frequency"), "big") == TB_FREQ
+    assert int.from_bytes(cpu.prop(b"bus-frequency"), "big") == 4 * TB_FREQ
+    assert int.from_bytes(cpu.prop(b"clock-frequency"), "big") == host_cpu_hz() > 0

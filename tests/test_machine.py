@@ -12,6 +12,7 @@ from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.cpu import SPR_NAMES
 from molpy.machine import Machine, MachineConfig, Stop
+from molpy.timebase import TB_FREQ
 
 GUEST_SRC = Path(__file__).resolve().parent.parent / "guest"
 
@@ -94,22 +95,25 @@ def test_fpu(machines):
         assert line in out
 
 
-@pytest.mark.parametrize("kind, expect, insn", [
-    ("illegal", "illegal instruction", "00000000"),
-    ("fpoff", "FP used while disabled", "fadd"),
-    ("unmapped", "read outside RAM", "lwz"),
-    ("store", "write outside RAM", "stw"),
-    ("fetch", "instruction fetch outside RAM", None),
-    ("badsc", "bad system call", "sc"),
-    ("trap", "trap", "trap"),
+@pytest.mark.parametrize("kind, expect, insn, vector", [
+    ("illegal", "illegal instruction", "00000000", "program vector 0x00000700"),
+    ("fpoff", "FP used while disabled", "fadd", "FP unavailable vector 0x00000800"),
+    ("unmapped", "read outside RAM", "lwz", None),
+    ("store", "write outside RAM", "stw", None),
+    ("fetch", "instruction fetch outside RAM", None, None),
+    ("badsc", "system call (no OSI magic in r3/r4)", "sc", "system call vector 0x00000c00"),
+    ("trap", "trap", "trap", "program vector 0x00000700"),
 ])
-def test_faults_stop_the_guest_with_a_report(machines, kind, expect, insn):
+def test_faults_stop_the_guest_with_a_report(machines, kind, expect, insn, vector):
+    """A guest with no vectors: every exception is a fault report naming the empty vector."""
     m = machines("fault", kind)
     assert m.run(seconds=5) is Stop.FAULT
     assert "still running" not in output(m)
     f = m.fault
     report = f.report()
     assert expect in report
+    if vector:
+        assert f"no handler: the {vector} holds no code" in report
     assert f"pc=0x{f.pc:08x}" in report.lower() or f"0x{f.pc:08x}" in report.lower()
     if insn:
         assert insn in report
@@ -125,6 +129,12 @@ def _values() -> dict[str, int]:
     return {k: int(v, 16) for k, v in re.findall(r"#define (\w+)\s+(0x[0-9A-Fa-f]+)", text)}
 
 
+def _without_time(state):
+    """A state with TB and DEC zeroed: they count on their own."""
+    import dataclasses
+    return dataclasses.replace(state, spr={**state.spr, "TBL": 0, "TBU": 0, "DEC": 0})
+
+
 def test_guest_set_registers_are_captured_exactly(machines):
     v = _values()
     m = machines("regs", "set")
@@ -136,15 +146,20 @@ def test_guest_set_registers_are_captured_exactly(machines):
     assert (s.cr, s.lr, s.ctr, s.xer, s.fpscr) == (v["V_CR"], v["V_LR"], v["V_CTR"], v["V_XER"],
                                                    v["V_FPSCR"])
     for name in SPR_NAMES:
-        if name not in ("TBL", "TBU"):           # Unicorn's time base reads 0
+        if name not in ("TBL", "TBU", "DEC"):
             assert s.spr[name] == v[f"V_{name}"], name
+    # DEC counts down from what the guest wrote, at the time base's rate (about 0.5 s so far)
+    counted = v["V_DEC"] - s.spr["DEC"]
+    assert 0.3 * TB_FREQ < counted < 3 * TB_FREQ
     # into a fresh machine: the guest goes on spinning at the same place with the same state
     other = machines("regs", "usage")
     other.set_state(s)
-    assert other.get_state() == s
+    assert _without_time(other.get_state()) == _without_time(s)
     other.memory.view[:] = m.memory.view
     assert other.run(seconds=0.2) is Stop.TIMEOUT
-    assert other.get_state() == s
+    after = other.get_state()
+    assert _without_time(after) == _without_time(s)
+    assert s.spr["DEC"] - after.spr["DEC"] > 0.1 * TB_FREQ        # ... and DEC went on counting
 
 
 def test_exit_code_is_signed(machines):

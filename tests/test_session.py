@@ -22,6 +22,7 @@ from molpy.console import BufferConsole
 from molpy.drivers.demo_disk import make_demo_disk
 from molpy.emulation.session import SessionError, open_session
 from molpy.machine import Machine, MachineConfig, Stop
+from molpy.timebase import TB_FREQ
 from test_terminal import Pty
 
 F12 = b"\x1b[24~"
@@ -101,23 +102,41 @@ def test_registers_survive_save_and_a_new_process(tmp_path):
         m.boot()
         assert m.run(seconds=0.3) is Stop.TIMEOUT
         expect = m.get_state().as_dict()
+        expect_at = time.monotonic()
         m.save_session()
+        saved_at = time.monotonic()
     finally:
         m.close()
     script = textwrap.dedent(f"""
-        import json, sys
+        import json, sys, time
+        started = time.monotonic()
         from molpy.machine import Machine, Stop
         m = Machine.from_session({str(path)!r})
         before = m.get_state().as_dict()
+        before_at = time.monotonic()
         assert m.run(seconds=0.2) is Stop.TIMEOUT     # still spinning at the same place
         after = m.get_state().as_dict()
-        print(json.dumps([before, after]))
+        print(json.dumps([before, after, started, before_at]))
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     import json
-    before, after = json.loads(r.stdout)
-    assert before == expect and after == expect
+    before, after, started, before_at = json.loads(r.stdout)
+
+    def timeless(d: dict) -> dict:
+        return {**d, "spr": {k: v for k, v in d["spr"].items() if k not in ("TBL", "TBU", "DEC")}}
+
+    def tb(d: dict) -> int:
+        return d["spr"]["TBU"] << 32 | d["spr"]["TBL"]
+
+    assert timeless(before) == timeless(expect) and timeless(after) == timeless(expect)
+    # Guest time stood still between the save and the resume in the other process:
+    # the time base advanced by at most the time the guest existed on either side.
+    lived = (before_at - expect_at) - (started - saved_at)
+    advanced = tb(before) - tb(expect)
+    assert 0 <= advanced <= (lived + 0.005) * TB_FREQ
+    assert (expect["spr"]["DEC"] - before["spr"]["DEC"]) & 0xFFFFFFFF == pytest.approx(advanced, abs=2)
+    assert tb(after) - tb(before) >= 0.2 * TB_FREQ                  # and it goes on counting
 
 
 def test_reset_gives_the_same_output_every_time(tmp_path):

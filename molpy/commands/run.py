@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
                    help="check the molrc and everything it names (bootfile or firmware ELF, disks, "
                         "cow_dir, session file and its disk markers), list what molpy will use and "
                         "every problem, then exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="say more about what molpy does")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say more about what molpy does, and show the guest's log (OSI LOG_PUTC: what MOL's "
+                        "firmware prints) on the terminal as well as in the log file")
     p.set_defaults(func=main)
 
 
@@ -96,6 +98,10 @@ def setup_logging(log_target: str | None, verbose: bool) -> None:
         except LogFileError as e:
             raise CommandError(str(e)) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        if verbose:                      # -v: the guest's log (MOL's firmware talks there) on screen too
+            echo = logging.StreamHandler(sys.stderr)
+            echo.setFormatter(logging.Formatter("log: %(message)s"))
+            guest.addHandler(echo)
     guest.addHandler(handler)
 
 

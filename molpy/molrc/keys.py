@@ -17,6 +17,9 @@ SERVED = frozenset({
     "ram_size", "bootfile", "boot_args", "cpu", "blkdev", "blkdev_mol", "cow_dir", "session_file",
     "session_readonly", "session", "boot_type", "boot_method", "oftree", "nvram", "of_image",
     "pseudofile", "pseudofile_", "@pseudofile",
+    # read by the firmware services: BOOT_HELPER's string lookups, the CPU node, local time
+    "macos_rompath", "macos_rompath_", "ppc601_cpu", "ppc603_cpu", "ppc604_cpu", "ppc750_cpu",
+    "ppc7400_cpu", "ppc7410_cpu", "adjust_time",
 })
 
 # MOL's keys for what molpy does not serve, by what they are about
@@ -41,10 +44,9 @@ GROUPS: dict[str, frozenset[str]] = {
     "log, lock and pty files": frozenset({"logfile", "lockfile", "pty_link", "detach_tty"}),
     "Mac OS drivers, ROM and boot options": frozenset({
         "drv", "dbin", "drv_postfix", "osi_misc_driver", "osi_blk_driver", "osi_tty_driver",
-        "macos_rompath", "macos_rompath_", "newworld_rom", "rom_image", "bootx_image", "_of_interface",
+        "newworld_rom", "rom_image", "bootx_image", "_of_interface",
         "elf_image", "kernel", "mbflags", "mount_mol_disk", "cdboot", "altconfig", "config", "cmdline",
-        "load_only", "zap_nvram", "autoboot", "disable_altivec", "processor", "drivers",
-        "ppc601_cpu", "ppc603_cpu", "ppc604_cpu", "ppc750_cpu", "ppc7400_cpu", "ppc7410_cpu"}),
+        "load_only", "zap_nvram", "autoboot", "disable_altivec", "processor", "drivers"}),
     "user access": frozenset({"allow", "deny"}),
 }
 _GROUP_OF = {key: name for name, keys in GROUPS.items() for key in keys}
