@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from molpy.files import kernel_copy
+
 from .block import SECTOR, BlockError, DiskChanged, Identity
 from .cow import Overlay
 from .raw import RawBackend, identity_of
@@ -92,23 +94,6 @@ class CommitResult:
     base: str
 
 
-def _copy(src: int, dst: int, src_off: int, dst_off: int, n: int) -> None:
-    """Copy bytes between files, in the kernel when it can (copy_file_range)."""
-    while n:
-        try:
-            done = os.copy_file_range(src, dst, n, src_off, dst_off)
-        except OSError:
-            done = 0
-        if done <= 0:
-            data = os.pread(src, min(n, COPY_CHUNK), src_off)
-            if not data:
-                data = bytes(min(n, COPY_CHUNK))     # sparse hole past the end: zeros
-            done = os.pwrite(dst, data, dst_off)
-        src_off += done
-        dst_off += done
-        n -= done
-
-
 def commit(path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None,
            ) -> CommitResult:
     """Write the layer's sectors into its disk, then empty the layer.
@@ -155,8 +140,8 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
                 sector = ext.first
                 while sector < ext.first + ext.count:
                     n = min(ext.first + ext.count - sector, COPY_CHUNK // SECTOR)
-                    _copy(ext.fd, disk.fd, ext.offset + (sector - ext.first) * SECTOR, sector * SECTOR,
-                          n * SECTOR)
+                    kernel_copy(ext.fd, ext.offset + (sector - ext.first) * SECTOR, disk.fd, sector * SECTOR,
+                                n * SECTOR)
                     sector += n
                     done += n
                     since_sync += n * SECTOR
