@@ -20,6 +20,21 @@ def molpy_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def closing():
+    """``closing(make, *args)`` makes something with a ``close()`` and closes it after the test."""
+    made: list = []
+
+    def use(make, *args, **kwargs):
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
+
+    yield use
+    for thing in reversed(made):
+        thing.close()
+
+
 def run_cli(*args: str, input: bytes | None = b"", cwd: str | os.PathLike | None = None,
             timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m molpy ARGS`` as a real process with stdin as a pipe."""

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from guestout import output
+
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.emulation.session import SessionError
@@ -35,21 +37,8 @@ def make(args: str, ram_mib: int = 16, session_file: str | None = None) -> Machi
 
 
 @pytest.fixture
-def machines():
-    made: list[Machine] = []
-
-    def factory(*args, **kwargs) -> Machine:
-        m = make(*args, **kwargs)
-        made.append(m)
-        return m
-
-    yield factory
-    for m in made:
-        m.close()
-
-
-def output(m: Machine) -> str:
-    return bytes(m.frontend.output).decode()
+def machines(closing):
+    return lambda *args, **kwargs: closing(make, *args, **kwargs)
 
 
 def word_at(m: Machine, addr: int) -> int:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from guestout import output
+
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.cpu import SPR_NAMES
@@ -25,21 +27,8 @@ def make(name: str, args: str = "", keys: bytes = b"", ram_mib: int = 16) -> Mac
 
 
 @pytest.fixture
-def machines():
-    made: list[Machine] = []
-
-    def factory(*args, **kwargs) -> Machine:
-        m = make(*args, **kwargs)
-        made.append(m)
-        return m
-
-    yield factory
-    for m in made:
-        m.close()
-
-
-def output(m: Machine) -> str:
-    return bytes(m.frontend.output).decode()
+def machines(closing):
+    return lambda *args, **kwargs: closing(make, *args, **kwargs)
 
 
 def test_every_osi_selector(machines, caplog):

@@ -89,17 +89,8 @@ def demo_molrc(tmp_path):
 
 
 @pytest.fixture
-def term():
-    made = []
-
-    def start(*args, **kw):
-        p = Pty(*args, **kw)
-        made.append(p)
-        return p
-
-    yield start
-    for p in made:
-        p.close()
+def term(closing):
+    return lambda *args, **kw: closing(Pty, *args, **kw)
 
 
 def test_exit_code_and_terminal_restored(term, demo_molrc):

@@ -42,17 +42,8 @@ def _one_molpy_line(output: bytes, needle: bytes) -> None:
 
 
 @pytest.fixture
-def pty_run():
-    made = []
-
-    def start(*args, **kw):
-        p = Pty(*args, **kw)
-        made.append(p)
-        return p
-
-    yield start
-    for p in made:
-        p.close()
+def pty_run(closing):
+    return lambda *args, **kw: closing(Pty, *args, **kw)
 
 
 def test_every_terminating_signal_at_the_prompt(tmp_path, pty_run):
