@@ -95,7 +95,8 @@ class RawBackend:
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` from ``offset``; a disk that shrank under molpy is an I/O error."""
-        check_range(offset, len(buf), self._bounds(), f"{self.what} {self.path}")
+        if offset < 0 or offset + len(buf) > (self.size if self.limit is None else self.limit):
+            check_range(offset, len(buf), self._bounds(), f"{self.what} {self.path}")
         done = os.preadv(self.fd, [buf], offset)
         while done < len(buf):
             n = os.preadv(self.fd, [buf[done:]], offset + done)

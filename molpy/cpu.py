@@ -254,6 +254,8 @@ class Cpu:
         self._misc = RegisterFile(self.uch, MISC_IDS)
         self._pc = RegisterFile(self.uch, [P.UC_PPC_REG_PC])
         self._msr = RegisterFile(self.uch, [P.UC_PPC_REG_MSR])
+        self._range = (ctypes.c_uint64(), ctypes.c_uint64())   # drop_code's arguments, reused
+        self.call_msr: int | None = None       # MSR as the OSI hook read it, during an OSI call
         self.in_stub = False
         self._hooks: list = []
         # Unicorn's UC_HOOK_EDGE_GENERATED (molpy.sites) is silent until one block has
@@ -298,7 +300,9 @@ class Cpu:
         instruction translation, so with MSR[IR] set the lookup is made in real mode.
         A raw uc_ctl call costs about half a microsecond.
         """
-        msr = self._msr.read()[0] & 0xFFFFFFFF
+        msr = self.call_msr
+        if msr is None:
+            msr = self._msr.read()[0] & 0xFFFFFFFF
         if msr & MSR_IR:
             self._msr.write([msr & ~MSR_IR])
             self.drop_code(begin, end)
@@ -308,7 +312,9 @@ class Cpu:
 
     def drop_code(self, begin: int, end: int) -> None:
         """Drop translated code for [begin, end) as the guest fetches it now (virtual with MSR[IR])."""
-        _lib.uc_ctl(self.uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        lo, hi = self._range
+        lo.value, hi.value = begin, end
+        _lib.uc_ctl(self.uch, _CTL_REMOVE_CACHE, lo, hi)
 
     # -- full state --
 

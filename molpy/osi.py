@@ -68,7 +68,8 @@ class OsiDispatcher:
         self.on_error = on_error
         self._handlers: dict[int, tuple[Handler, int, str]] = {}
         self._unknown_seen: set[int] = set()
-        self._in = RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(3 + MAX_ARGS)])
+        # r3..r11 and, last, MSR: code_changed inside a call then needs no register read of its own
+        self._in = RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(3 + MAX_ARGS)] + [P.UC_PPC_REG_MSR])
         self._outs = [RegisterFile(cpu.uch, [P.UC_PPC_REG_3 + i for i in range(n)])
                       for n in range(1, MAX_RESULTS + 1)]
         cpu.add_intr_hook(self._make_hook())
@@ -102,6 +103,7 @@ class OsiDispatcher:
         write_one = uclib.uc_reg_write
         outs = self._outs
         on_exception, on_error, unknown = self.on_exception, self.on_error, self._unknown
+        msr_slot = 3 + MAX_ARGS
 
         def hook(_uch: int, intno: int, _ud: int) -> None:
             try:
@@ -121,15 +123,20 @@ class OsiDispatcher:
                     result = unknown(sel)
                 else:
                     handler, nargs, _ = entry
+                    cpu.call_msr = v[msr_slot] & MASK
                     try:
                         if nargs == 0:
                             result = handler()
                         elif nargs == 1:
                             result = handler(v[3] & MASK)
+                        elif nargs == 2:
+                            result = handler(v[3] & MASK, v[4] & MASK)
                         else:
                             result = handler(*[x & MASK for x in v[3:3 + nargs]])
                     except OsiError as e:
                         result = e.code
+                    finally:
+                        cpu.call_msr = None
                 if result is None:
                     result = 0
                 if type(result) is int:
