@@ -32,8 +32,9 @@ DISK = 256 << 10
 CODE = 0x1000                              # sc; b .
 CODE_WORDS = bytes.fromhex("44000002 48000000")
 RING = 0x20000
-SERVED = [0, 1, 7, 9, 32, 47, 50, 51, 52, 53, 54, 58, 78, 79, 80, 81, 82, 83, 84, 85, 86, 91, 96,
-          97, 98, 99]
+SERVED = [0, 1, 7, 9, 32, 47, 50, 51, 52, 53, 54, 58, 78, 79, 80, 81, 82, 83, 84, 85, 86, 91, 92, 93,
+          96, 97, 98, 99]
+TB_HZ = 25_000_000                             # molpy's time base (docs/exceptions.md)
 NVRAM = 0x2000
 EDGES = [0, 1, 3, 511, 512, 4096, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFE00, RAM, RAM - 1,
          RAM - 512, RAM - 4096, RAM + 512, DISK // 512, DISK // 512 - 1, DISK, SCRATCH_BASE,
@@ -302,6 +303,11 @@ def check_call(h: Harness, sel: int, args: list[int]) -> None:
         assert r[0] == (h.nvram[a[0]] if a[0] < NVRAM else 0), (r, a)
     elif sel == 91:
         assert r[0] == NVRAM
+    elif sel == 92:                            # MOL's timer.c on a 32-bit host: ticks -> us
+        wide = (a[0] - (1 << 32) if a[0] >= 1 << 31 else a[0]) % (1 << 64)
+        assert r[0] == wide * 1_000_000 % (1 << 64) // TB_HZ % (1 << 32), (r, a)
+    elif sel == 93:                            # us -> ticks
+        assert r[0] == TB_HZ * a[0] // 1_000_000 % (1 << 32), (r, a)
     elif sel == 96:
         assert r[0] == (0 if a[0] == 2 else MASK)   # no pseudo files published
     elif sel == 97:
