@@ -1,7 +1,9 @@
-"""Time one run of the bench guest (guest/tests/bench.c) in molpy: boot, run to its exit."""
+"""Time one run of the bench guest (guest/tests/bench.c) in molpy: boot, run to its exit;
+and the environment whole-process benchmarks run molpy in."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from molpy import boot
@@ -20,3 +22,12 @@ def timed_run(config: MachineConfig, args: str) -> float:
         return dt
     finally:
         m.close()
+
+
+def process_env(**extra: str) -> dict:
+    """The environment for timing whole ``molpy`` processes: as a user's, Python caches
+    molpy's bytecode (this workplace sets PYTHONDONTWRITEBYTECODE, which would time the
+    compiling of molpy instead). Callers run each command once untimed first."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
