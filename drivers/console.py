@@ -72,12 +72,9 @@ class ConsoleDevice(Device):
         return b"".join(len(part).to_bytes(4, "big") + part
                         for part in (keys, bytes(self._line), bytes(self.tty_line)))
 
-    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
-        try:
-            parse_state(data, version)
-        except ValueError as e:
-            return [str(e)]
-        return []
+    @classmethod
+    def check_state(cls, data: bytes, version: int) -> None:
+        parse_state(data, version)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:

@@ -108,15 +108,25 @@ class Device:
         The bytes come from a file that may have been crafted: check every field and
         raise ValueError (or StateMismatch) rather than use a value out of range.
         """
+        self.check_state(data, version)
+
+    @classmethod
+    def check_state(cls, data: bytes, version: int) -> None:
+        """Raise ValueError naming the field when saved state cannot be loaded (checks
+        that need no machine; a device with state overrides this)."""
         if data:
-            raise ValueError(f"{self.kind} has no state, but the session holds {len(data)} bytes for it")
+            raise ValueError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         """Problems that would stop ``load_state(data, version)`` from working (``session verify``).
 
         ``deep`` asks for the expensive checks (full content digests of disks).
         """
-        return [f"{self.kind} has no state, but the session holds {len(data)} bytes for it"] if data else []
+        try:
+            self.check_state(data, version)
+        except ValueError as e:
+            return [str(e)]
+        return []
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:

@@ -310,12 +310,9 @@ class DevTree(Device):
         except TreeError as e:
             raise ValueError(str(e)) from None
 
-    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
-        try:
-            self._parse_state(data)
-        except ValueError as e:
-            return [str(e)]
-        return []
+    @classmethod
+    def check_state(cls, data: bytes, version: int) -> None:
+        cls._parse_state(data)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:

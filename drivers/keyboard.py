@@ -107,21 +107,23 @@ class Keyboard(Device):
         saved = 2 if self.saved is None else int(self.saved)
         return bytes([int(self.active), saved, len(self.queue)]) + bytes(self.queue)
 
-    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
+    @classmethod
+    def check_state(cls, data: bytes, version: int) -> None:
         if len(data) < 3 or data[0] > 1 or data[1] > 2:
-            return ["keyboard state is damaged"]
+            raise ValueError("keyboard state is damaged")
         if len(data) != 3 + data[2] or data[2] >= RING_SLOTS:
-            return ["keyboard state has a bad queue length"]
-        return []
+            raise ValueError("keyboard state has a bad queue length")
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
-        return f"{data[2]} key events queued" if len(data) >= 3 else "(damaged)"
+        try:
+            cls.check_state(data, version)
+        except ValueError as e:
+            return f"(damaged: {e})"
+        return f"{data[2]} key events queued"
 
     def load_state(self, data: bytes, version: int) -> None:
-        problems = self.verify_state(data, version)
-        if problems:
-            raise ValueError(problems[0])
+        self.check_state(data, version)
         self.active = bool(data[0])
         self.saved = None if data[1] == 2 else bool(data[1])
         self.queue = list(data[3:])

@@ -143,17 +143,17 @@ class Nvram(Device):
     def save_state(self) -> bytes:
         return bytes(self.data)
 
-    def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
-        return [] if len(data) == NVRAM_SIZE else [f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}"]
+    @classmethod
+    def check_state(cls, data: bytes, version: int) -> None:
+        if len(data) != NVRAM_SIZE:
+            raise ValueError(f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}")
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         return f"{len(data)} bytes, {NVRAM_SIZE - data.count(0)} of them non-zero"
 
     def load_state(self, data: bytes, version: int) -> None:
-        problems = self.verify_state(data, version)
-        if problems:
-            raise ValueError(problems[0])
+        self.check_state(data, version)
         self.data[:] = data
         self._loaded = bytes(data)
         self._dirty = False

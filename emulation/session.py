@@ -54,6 +54,10 @@ class SessionError(Exception):
     """A session file that cannot be used; the message names it and says why."""
 
 
+class SessionUsed(SessionError):
+    """A resume-once session that was already resumed (MOL's rule: boot fresh instead)."""
+
+
 @dataclass
 class Chunk:
     kind: bytes

@@ -86,7 +86,8 @@ def data_dir() -> str:
     return home
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, for messages ("a FIFO", "a directory" ...)."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -127,7 +128,7 @@ def open_existing(path: str, *, write: bool = False, what: str = "file", block_o
     try:
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or (block_ok and stat.S_ISBLK(mode))):
-            raise HostFileError(path, f"{what} is {_kind(mode)}"
+            raise HostFileError(path, f"{what} is {kind_of(mode)}"
                                 + ("" if block_ok else "; molpy needs a regular file"))
         os.set_blocking(fd, True)
     except BaseException:
@@ -161,7 +162,7 @@ def open_append(path: str, *, what: str = "log") -> int:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise HostFileError(path, f"{what} is {_kind(st.st_mode)}")
+            raise HostFileError(path, f"{what} is {kind_of(st.st_mode)}")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -26,7 +26,7 @@ from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
 from .drivers.device import DeviceContext, check_version, create_devices
 from .emulation.memory import GuestMemory
-from .emulation.session import SessionError, open_session, write_session
+from .emulation.session import SessionError, SessionUsed, open_session, write_session
 from .emulation.state import StateError
 from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at
@@ -304,7 +304,7 @@ class Machine:
         try:
             session.lock(exclusive=not readonly)
             if session.used and not readonly:
-                raise SessionError(f"session {path} was already resumed once (session_readonly: no); "
+                raise SessionUsed(f"session {path} was already resumed once (session_readonly: no); "
                                    f"it resumes only once")
             # the session is the machine: its RAM size wins over ram_size
             config = dataclasses.replace(config, ram_mib=session.ram_size >> 20)

@@ -11,13 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
+from .files import kind_of
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -35,7 +29,7 @@ def not_a_regular_file(path: str, what: str) -> str | None:
         return None                                 # absent or unreadable: the open says why
     if stat.S_ISREG(st.st_mode):
         return None
-    return f"{path} is {_kind(st.st_mode)}, not a {what}"
+    return f"{path} is {kind_of(st.st_mode)}, not a {what}"
 
 
 def problems(mconf, *, deep: bool = False, notes: list[str] | None = None) -> list[str]:
@@ -63,7 +57,7 @@ def elf_problems(key: str, path: str | None, mconf, deep: bool) -> list[str]:
         # A resumed session does not need it, so only --check says so before the boot does.
         return [f"{key} {path} does not exist"] if deep else []
     if not stat.S_ISREG(st.st_mode):
-        return [f"{key} {path} is {_kind(st.st_mode)}, not a guest ELF file"]
+        return [f"{key} {path} is {kind_of(st.st_mode)}, not a guest ELF file"]
     if deep:
         from .boot import BootError, read_elf
         try:
@@ -91,7 +85,7 @@ def disk_problems(mconf) -> list[str]:
             key: tuple[int, int] | str = os.path.abspath(spec.path)
         else:
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-                found.append(f"disk {spec.path} is {_kind(st.st_mode)}, not a disk image {where}")
+                found.append(f"disk {spec.path} is {kind_of(st.st_mode)}, not a disk image {where}")
                 continue
             writes = not spec.readonly and not spec.cow
             if not os.access(spec.path, os.R_OK | (os.W_OK if writes else 0)):
@@ -121,7 +115,7 @@ def cow_dir_problems(mconf) -> list[str]:
         return [f"cow_dir {path} does not exist (create the folder, or drop cow_dir to use "
                 f"molpy's data folder)"]
     if not stat.S_ISDIR(st.st_mode):
-        return [f"cow_dir {path} is {_kind(st.st_mode)}, not a folder"]
+        return [f"cow_dir {path} is {kind_of(st.st_mode)}, not a folder"]
     if not os.access(path, os.W_OK | os.X_OK):
         return [f"cow_dir {path}: cannot create the -cow overlays there: permission denied"]
     return []
@@ -144,7 +138,7 @@ def session_problems(mconf, deep: bool, notes: list[str] | None = None) -> list[
     except OSError as e:
         return [f"session_file {path}: {e.strerror}"]
     if st is not None and not stat.S_ISREG(st.st_mode):
-        return [f"session_file {path} is {_kind(st.st_mode)}, not a session file"]
+        return [f"session_file {path} is {kind_of(st.st_mode)}, not a session file"]
     if not deep:
         return []
     found = []

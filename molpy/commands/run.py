@@ -126,23 +126,20 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
     from ..boot import BootError
     from ..drivers.block import BlockError
     from ..drivers.device import DeviceError, StateMismatch
-    from ..emulation.session import SessionError, open_session
+    from ..emulation.session import SessionError, SessionUsed
     from ..machine import Machine
 
     path = mconf.session_file
     try:
         if path and not fresh and os.path.exists(path):
+            t = time.perf_counter()
             try:
-                with_used = open_session(path)
-                used = with_used.used
-                with_used.close()
+                machine = Machine.from_session(path, mconf, frontend)   # checks "used" under its lock
+            except SessionUsed:
+                note(frontend, f"session {path} was already resumed once (session_readonly: no); booting fresh")
             except SessionError as e:
                 raise CommandError(f"{e}. Start with --fresh to boot instead (the file is left as it is)") from None
-            if used and not mconf.session_readonly:
-                note(frontend, f"session {path} was already resumed once (session_readonly: no); booting fresh")
             else:
-                t = time.perf_counter()
-                machine = Machine.from_session(path, mconf, frontend)
                 try:
                     announce_resume(machine, mconf, config, time.perf_counter() - t)
                 except BaseException:

@@ -12,18 +12,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..files import kind_of
 from .bounds import MAX_FILE_BYTES, MAX_FILES, MAX_LINE_CHARS, MAX_TOTAL_BYTES
 from .errors import ConfigError
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def _kind(mode: int) -> str | None:
     """What a non-regular file is, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return None if stat.S_ISREG(mode) else kind_of(mode)
 
 
 @dataclass
