@@ -11,12 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guestout import run_to_exit
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.drivers.devtree import build_tree
 from molpy.drivers.device import DeviceError
 from molpy.drivers.oftree import DeviceTree, TreeError, parse_tree
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import Machine, MachineConfig
 from probe import SCRATCH, Probe, signed
 
 SNAPSHOT = Path("/work/.mirror/threader+Mac-On-Linux_all/repo")
@@ -186,15 +187,8 @@ def test_memory_reg_is_the_ram_size(tree_file):
 
 
 def test_the_walker_guest_sees_the_whole_tree(tree_file):
-    m = Machine(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("oftree_walk")), oftree=tree_file),
-                BufferConsole())
-    try:
-        m.boot()
-        assert m.run(seconds=30) is Stop.EXIT
-        out = bytes(m.frontend.output).decode()
-    finally:
-        m.close()
-    assert m.exit_code == 9 and "parent mismatch" not in out
+    code, out = run_to_exit(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("oftree_walk")), oftree=tree_file))
+    assert code == 9 and "parent mismatch" not in out
     nodes = [line.split()[1:3] for line in out.splitlines() if line.startswith("node ")]
     assert [(int(ph, 16), path) for ph, path in nodes] == [
         (1, "/"), (2, "/memory"), (3, "/pci@f2000000"), (4, "/pci@f2000000/pci-bridge"),

@@ -7,25 +7,20 @@ import subprocess
 
 import pytest
 
+from guestout import run_to_exit
 from molpy.boot import bundled_guest
 from molpy.config import BlkdevSpec
-from molpy.console import BufferConsole
 from molpy.hfsdisk import demo_rom, make_boot_disk, missing_tools
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import MachineConfig
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="parted/hfsutils are not installed "
                                 "(.ci/run installs them)")
 
 
 def read_disk(disk: str, ram_mib: int = 16) -> tuple[int, list[str]]:
-    m = Machine(MachineConfig(ram_mib=ram_mib, bootfile=str(bundled_guest("hfscheck")), boot_args="0",
-                              blkdevs=[BlkdevSpec(disk)]), BufferConsole())
-    try:
-        m.boot()
-        assert m.run(seconds=30) is Stop.EXIT, m.fault and m.fault.report()
-        return m.exit_code, bytes(m.frontend.output).decode().splitlines()
-    finally:
-        m.close()
+    code, out = run_to_exit(MachineConfig(ram_mib=ram_mib, bootfile=str(bundled_guest("hfscheck")), boot_args="0",
+                                          blkdevs=[BlkdevSpec(disk)]))
+    return code, out.splitlines()
 
 
 def test_the_guest_finds_the_map_the_volume_and_the_rom(tmp_path):
@@ -94,12 +89,6 @@ def test_img_hfs_command(tmp_path, cli):
 
 def test_demo_of_runs_as_molpy_boots_it():
     """The 4 MiB demo also boots without a firmware: its RAM size comes from BOOT_HELPER."""
-    m = Machine(MachineConfig(ram_mib=24, bootfile=str(demo_rom())), BufferConsole(b"mem\nexit 5\n"))
-    try:
-        m.boot()
-        assert m.run(seconds=30) is Stop.EXIT
-        out = bytes(m.frontend.output).decode()
-    finally:
-        m.close()
+    code, out = run_to_exit(MachineConfig(ram_mib=24, bootfile=str(demo_rom())), b"mem\nexit 5\n")
     assert "molpy demo guest" in out and "24 MiB RAM" in out and "RAM: 24 MiB" in out
-    assert m.exit_code == 5
+    assert code == 5

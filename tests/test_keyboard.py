@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from guestout import run_to_exit
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.drivers.keyboard import key_events
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import Machine, MachineConfig
 
 
 def run_kbd(keys: bytes) -> list[str]:
-    m = Machine(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("kbd"))), BufferConsole(keys))
-    try:
-        m.boot()
-        assert m.run(seconds=30) is Stop.EXIT, m.fault and m.fault.report()
-        return bytes(m.frontend.output).decode().splitlines()
-    finally:
-        m.close()
+    return run_to_exit(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("kbd"))), keys)[1].splitlines()
 
 
 def test_keys_become_adb_events_once_activated():

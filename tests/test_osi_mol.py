@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from molpy.machine import Machine, MachineConfig, Stop
+from guestout import run_to_exit
 from molpy.boot import bundled_guest
-from molpy.console import BufferConsole
+from molpy.machine import MachineConfig
 from molpy.osi import OSI_MAGIC1, OSI_MAGIC2
 from probe import SCRATCH, Probe, signed
 
@@ -40,14 +40,8 @@ def test_q_exits_zero_like_a_mol_guest():
 
 
 def test_bundled_guests_pass_their_status_with_the_magic(tmp_path):
-    m = Machine(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("osi_calls")), boot_args="42"),
-                BufferConsole(b"a\n"))
-    try:
-        m.boot()
-        assert m.run(seconds=30) is Stop.EXIT
-        assert m.exit_code == 42
-    finally:
-        m.close()
+    assert run_to_exit(MachineConfig(ram_mib=16, bootfile=str(bundled_guest("osi_calls")), boot_args="42"),
+                       b"a\n")[0] == 42
 
 
 def test_unknown_selectors_answer_as_mol(caplog):
