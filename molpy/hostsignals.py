@@ -117,19 +117,17 @@ class SignalGuard:
 
     # -- sections --
 
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
+    def deferred(self) -> contextlib.AbstractContextManager[None]:
         """Signals are recorded, not raised: the code inside finishes what it does."""
-        self._modes.append(_DEFER)
-        try:
-            yield
-        finally:
-            self._modes.pop()
+        return self._mode(_DEFER)
+
+    def interruptible(self) -> contextlib.AbstractContextManager[None]:
+        """A signal raises SignalExit here even inside a deferred section (a blocked write)."""
+        return self._mode(_RAISE)
 
     @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """A signal raises SignalExit here even inside a deferred section (a blocked write)."""
-        self._modes.append(_RAISE)
+    def _mode(self, mode) -> Iterator[None]:
+        self._modes.append(mode)
         try:
             yield
         finally:

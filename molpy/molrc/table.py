@@ -101,22 +101,19 @@ class Config:
 
     def get_int(self, key: str, default: int) -> int:
         """A number as MOL reads one: decimal, or hexadecimal after '0x'."""
-        d = self.first(key)
-        if d is None:
-            return default
-        number = parse_number(d.value)
-        if number is None:
-            raise ConfigError(f"{d.where}: {key}: {d.value!r} is not a whole number")
-        return number
+        return self._typed(key, default, parse_number, "a whole number")
 
     def get_bool(self, key: str, default: bool) -> bool:
+        return self._typed(key, default, parse_bool, "yes or no")
+
+    def _typed(self, key: str, default, parse, what: str):
         d = self.first(key)
         if d is None:
             return default
-        result = parse_bool(d.value)
-        if result is None:
-            raise ConfigError(f"{d.where}: {key}: {d.value!r} is not yes or no")
-        return result
+        value = parse(d.value)
+        if value is None:
+            raise ConfigError(f"{d.where}: {key}: {d.value!r} is not {what}")
+        return value
 
     def get_path(self, key: str) -> str | None:
         """The first word of ``key`` as a path, relative ones resolved as ``resolve_path`` says."""
