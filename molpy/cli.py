@@ -10,7 +10,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("run", "cow", "img", "session")   # modules of molpy.commands, each with add_parser() and main()
+COMMANDS = ("run", "cow", "img", "session", "fleet")   # modules of molpy.commands, each with add_parser() and main()
 
 from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
 

@@ -19,19 +19,40 @@ from .inputs import FleetInputError, id_key
 MAX_RESULT_LINE = 64 << 20       # a result holds the guest's output (capped by the worker)
 
 
+def _open_results(path: str) -> int:
+    """RESULTS for reading and appending, created if needed; never through a symlink, never a
+    FIFO, a device or a directory (FleetInputError says which)."""
+    import errno
+    import stat
+
+    from ..files import kind_of
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FleetInputError(f"{path}: the results file is a symbolic link; molpy does not write "
+                                  f"through it") from None
+        raise FleetInputError(f"{path}: cannot open the results file: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FleetInputError(f"{path}: the results file is {kind_of(st.st_mode)}")
+    os.set_blocking(fd, True)
+    return fd
+
+
 class ResultsFile:
-    """RESULTS opened for appending; ``done`` holds the ids (as JSON) already in it."""
+    """RESULTS opened for appending; ``done`` holds the ids already in it (as JSON: id_key),
+    ``done_ids`` the ids themselves."""
 
     def __init__(self, path: str, note: Callable[[str], None] | None = None) -> None:
-        from ..files import HostFileError, open_append
-
         self.path = path
-        try:
-            self.fd = open_append(path, what="results file")
-        except HostFileError as e:
-            raise FleetInputError(str(e)) from None
+        self.fd = _open_results(path)
         try:
             self.done = self._read_done(note)
+            self.done_ids = [json.loads(k) for k in self.done]
         except BaseException:
             os.close(self.fd)
             raise
