@@ -17,6 +17,7 @@ A worker that cannot resume the session stops the whole run at once (FleetError)
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import time
@@ -235,6 +236,28 @@ def start_ray(address: str | None, workers: int | None, store_bytes: int) -> tup
         import ray
     except ImportError:
         raise FleetError("molpy fleet needs Ray: pip install 'molpy[fleet]'") from None
+    with _keep_signal_handlers():
+        return _init(ray, address, workers, store_bytes)
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers():
+    """Ray's core installs its own SIGTERM handler (it dumps a stack and exits): molpy's
+    (hostsignals: an orderly stop, results kept) are put back."""
+    import signal
+
+    from ..hostsignals import TERMINATING
+
+    before = {s: signal.getsignal(s) for s in TERMINATING}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+def _init(ray, address, workers, store_bytes):
     if ray.is_initialized():
         return ray, False, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
