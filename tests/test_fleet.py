@@ -116,12 +116,10 @@ def test_a_worker_killed_mid_run_loses_nothing(session, cluster):
             killed = r["worker"]
             os.kill(int(killed.rsplit(":", 1)[1]), signal.SIGKILL)
     check(results, expect)
-    after = results[results.index(next(r for r in results if r["worker"] == killed)):]
-    workers = {r["worker"] for r in results}
-    assert len(workers) == 3                       # the killed one, the other, its replacement
-    assert any(r["attempts"] == 2 for r in results)      # what it held ran again, elsewhere
+    again = [r for r in results if r["attempts"] == 2]
+    assert again and all(r["worker"] != killed for r in again)   # what it held ran again, elsewhere
+    assert all(r["attempts"] == 1 for r in results if r not in again)
     assert any(killed in n and "run again" in n for n in notes)
-    assert after
 
 
 def test_a_hanging_input_times_out_and_the_worker_goes_on(session, cluster):

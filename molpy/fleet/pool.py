@@ -119,11 +119,16 @@ class Pool:
     def __iter__(self) -> Iterator[dict]:
         ray = self.ray
         self._given_up: list[_Job] = []
+        self._began = False
+        begun_at = time.monotonic()
         for _ in range(self.workers):
             self._start()
         while self.pending or any(s.inflight for s in self.slots):
             if self.should_stop():
                 return
+            if not self._began and time.monotonic() - begun_at > START_TIMEOUT:
+                raise FleetError(f"the workers did not start within {START_TIMEOUT:.0f} s: does the Ray "
+                                 f"cluster have {self.workers} CPU(s) free for them?")
             self._feed()
             refs = {}
             for s in self.slots:
@@ -155,6 +160,10 @@ class Pool:
             self._watch()
 
     def _feed(self) -> None:
+        if not self._began:            # the first inputs wait for every first worker: a session
+            if any(s.ready_ref is not None for s in self.slots):   # one cannot resume fails
+                return                 # the run before any input runs, and all share the start
+            self._began = True
         now = time.monotonic()
         for s in self.slots:
             while s.ready_ref is None and self.pending and len(s.inflight) < DEPTH:
