@@ -83,7 +83,7 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MOLPY_HOME"] = tmp
         session = _session(Path(tmp))
-        ray.init(num_cpus=2, object_store_memory=96 << 20, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, object_store_memory=96 << 20, include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="ERROR")
         try:
             _fleet(session, _inputs("light")[:20], 2)            # warm: workers' imports cached

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-
 import ray                                                # noqa: E402  (the fleet extra)
 
 from molpy import fleet                                   # noqa: E402
@@ -59,7 +57,7 @@ def session(tmp_path_factory) -> Path:
 def cluster():
     """One small local Ray for the library tests (molpy.fleet joins the one already running)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, object_store_memory=96 << 20, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=2, object_store_memory=96 << 20, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
@@ -141,7 +139,7 @@ def wait_for(condition, what: str, seconds: float = DEADLINE) -> None:
         time.sleep(0.05)
 
 
-def test_an_interrupted_run_resumes(session, tmp_path):
+def test_an_interrupted_run_resumes(session, tmp_path, cli):
     inputs, expect = demo_inputs(120)
     for inp in inputs:
         inp["console"] = "spin 5\n" + inp["console"]
@@ -162,7 +160,7 @@ def test_an_interrupted_run_resumes(session, tmp_path):
     assert b"run the same command again" in err and b"Traceback" not in err
     first = [json.loads(line) for line in out.read_text().splitlines()]
     assert 10 <= len(first) < 120
-    again = run_cli("fleet", "run", str(session), str(src), "--out", str(out), "--workers", "2", timeout=DEADLINE)
+    again = cli("fleet", "run", str(session), str(src), "--out", str(out), "--workers", "2", timeout=DEADLINE)
     assert again.returncode == 0, again.stderr
     assert f"{len(first)} already in".encode() in again.stderr
     results = [json.loads(line) for line in out.read_text().splitlines()]
@@ -171,7 +169,7 @@ def test_an_interrupted_run_resumes(session, tmp_path):
     assert results[:len(first)] == first
 
 
-def test_a_session_the_workers_cannot_resume_fails_once(session, tmp_path):
+def test_a_session_the_workers_cannot_resume_fails_once(session, tmp_path, cli):
     """The disk the session names changed after the save: every worker would refuse it."""
     folder = tmp_path / "changed"
     changed = make_session(folder)
@@ -180,7 +178,7 @@ def test_a_session_the_workers_cannot_resume_fails_once(session, tmp_path):
         f.write(b"changed")
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": i, "console": "exit\n"}) + "\n" for i in range(50)))
-    r = run_cli("fleet", "run", str(changed), str(src), "--out", str(tmp_path / "out.jsonl"), timeout=DEADLINE)
+    r = cli("fleet", "run", str(changed), str(src), "--out", str(tmp_path / "out.jsonl"), timeout=DEADLINE)
     assert r.returncode == 2
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "cannot resume the session" in lines[0] and "disk.img" in lines[0], lines
@@ -200,18 +198,18 @@ def test_a_session_the_workers_cannot_resume_fails_once(session, tmp_path):
     ('[1, 2]\n', "in.jsonl:1: an input must be a JSON object"),
     ('{"id": 1}\n\xff\n', "in.jsonl:2: not UTF-8"),
 ])
-def test_bad_inputs_one_line_no_run(session, tmp_path, text, message):
+def test_bad_inputs_one_line_no_run(session, tmp_path, text, message, cli):
     src = tmp_path / "in.jsonl"
     src.write_bytes(text.encode("latin-1"))
     out = tmp_path / "out.jsonl"
-    r = run_cli("fleet", "run", str(session), str(src), "--out", str(out))
+    r = cli("fleet", "run", str(session), str(src), "--out", str(out))
     assert r.returncode == 2
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not out.exists()
 
 
-def test_bad_results_files_and_options(session, tmp_path):
+def test_bad_results_files_and_options(session, tmp_path, cli):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1}\n')
     (tmp_path / "notes.txt").write_text("my notes\n")
@@ -224,11 +222,11 @@ def test_bad_results_files_and_options(session, tmp_path):
              (["--out", str(tmp_path / "o"), "--timeout", "0"], "the timeout must be"),
              (["--out", str(tmp_path / "o"), "--workers", "0"], "workers must be")]
     for extra, message in cases:
-        r = run_cli("fleet", "run", str(session), str(src), *extra)
+        r = cli("fleet", "run", str(session), str(src), *extra)
         lines = r.stderr.decode().strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (extra, lines)
     assert (tmp_path / "notes.txt").read_text() == "my notes\n"
-    r = run_cli("fleet", "run", str(tmp_path / "missing.session"), str(src), "--out", str(tmp_path / "o2"))
+    r = cli("fleet", "run", str(tmp_path / "missing.session"), str(src), "--out", str(tmp_path / "o2"))
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and b"Traceback" not in r.stderr
 
 

@@ -275,7 +275,7 @@ def _init(ray, address, workers, store_bytes):
             ray.init(address=address, **quiet)
             return ray, True, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = workers or os.cpu_count() or 1
-        ray.init(num_cpus=workers, object_store_memory=store_bytes, include_dashboard=False,
+        ray.init(address="local", num_cpus=workers, object_store_memory=store_bytes, include_dashboard=False,
                  _node_ip_address="127.0.0.1", **quiet)
     except Exception as e:
         raise FleetError(f"cannot {'join the Ray cluster at ' + address if address else 'start Ray'}: "
