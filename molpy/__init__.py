@@ -59,3 +59,7 @@ def _map_source_tree() -> None:
 
 
 _map_source_tree()
+
+from .engine import select as _select_engine  # noqa: E402  (before anything imports unicorn)
+
+_select_engine()

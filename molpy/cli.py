@@ -9,8 +9,9 @@ import os
 import sys
 
 from . import __version__
+from .engine import EngineError
 
-COMMANDS = ("run", "cow", "img", "session", "fleet")   # modules of molpy.commands, each with add_parser() and main()
+COMMANDS = ("run", "cow", "img", "session", "fleet", "engine")   # modules of molpy.commands, each with add_parser() and main()
 
 from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
 
@@ -84,6 +85,9 @@ def _main(argv: list[str] | None, guard) -> int:
     except CommandError as e:
         say(f"molpy: error: {e}")
         status = e.status
+    except EngineError as e:              # a stock Unicorn: no guest runs on it
+        say(f"molpy: error: {e}")
+        status = EXIT_USAGE
     except SignalExit as e:
         say(f"molpy: stopped by {e}")
         status = e.status

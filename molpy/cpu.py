@@ -23,6 +23,7 @@ from unicorn import ppc_const as P
 from unicorn import unicorn_const as UC
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
+from .engine import require_exact
 from .emulation.state import StateError, int_list, record, u32
 
 # A handle of our own on the already loaded library: calls through it skip the
@@ -240,6 +241,7 @@ class Cpu:
     """A Unicorn PPC32 engine with its scratch page and fast register access."""
 
     def __init__(self, model: str | None = None) -> None:
+        require_exact()
         self.model_name = model or DEFAULT_CPU
         self.uc = Uc(UC_ARCH_PPC, UC_MODE_PPC32 | UC_MODE_BIG_ENDIAN)
         self.uc.ctl_set_cpu_model(cpu_model(model))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import molpy  # noqa: F401  (first: it chooses the Unicorn library before anything loads one)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
