@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from exactgen import (BODY, BODY_MSR, DATA, DEC_COUNT, DEC_PERIOD, DUMP, ITERATIONS, MSR_EE, MSR_FP, MSR_ME,
-                      atomic_counter, generate)
+                      Program, atomic_counter, d_form, generate, li32, pack)
 import molpy.machine as machine_module
 from molpy import engine
 from molpy.boot import bundled_guest
@@ -183,6 +183,28 @@ def test_atomic_increments_interrupted_at_every_point_of_the_loop(split):
     r6 = int.from_bytes(got.dump[24:28], "big")
     assert (r6, int.from_bytes(got.ram[0x40000:0x40004], "big")) == (count, count), got.decrementers
     assert any(d.srr0 == boundary for d in deliveries), "no decrementer was taken at the boundary"
+
+
+def test_a_store_outside_ram_is_reported_at_the_store_under_stops():
+    """The patched check still leaves at a failing access: the fault names the store itself."""
+    words = li32(3, 0x40000) + li32(4, 3_000_000) + li32(5, 0x10000000)
+    loop = len(words)
+    words += [d_form(32, 6, 3, 0), d_form(14, 6, 6, 1), d_form(36, 6, 3, 0),   # lwz/addi/stw: count
+              d_form(13, 4, 4, -1), (16 << 26) | (4 << 21) | (2 << 16) | ((4 * (loop - (loop + 4))) & 0xFFFC)]
+    store = BODY + 4 * len(words)
+    words += [d_form(36, 6, 5, 0)]                                   # stw r6, 0(r5): outside RAM
+    for seed in range(3):
+        m = _machine(Program(pack(words), bytes(8), 1, 0), ee=True, dec_period=500)
+        try:
+            with Chaos(m.cpu.uch, random.Random(seed), mean_us=30):
+                m.slice_us = 50
+                stop = m.run(seconds=60)
+            assert stop is Stop.FAULT
+            report = m.fault.report()
+            assert f"pc  {store:#010x}" in report, report
+            assert int.from_bytes(m.memory.view[0x40000:0x40004], "big") == 3_000_000
+        finally:
+            m.close()
 
 
 # -- sessions: saved at random moments, each resumed in a fresh process --

@@ -1,4 +1,5 @@
 /* bench: boot_args "spin N" runs N million iterations of a 3-instruction loop;
+ * "mem N" runs N million iterations of a loop of 4 loads and 4 stores (8 instructions);
  * "osi N" makes N thousand OSI_CALL_AVAILABLE calls;
  * "disk MODE KIB MIB" moves MIB MiB of unit 0 sequentially in KIB KiB requests,
  * MODE = sr (SYNC_READ), sw (SYNC_WRITE), rr (ring read), rw (ring write).
@@ -70,6 +71,14 @@ int main(unsigned long ram_size, const char *args)
         for (unsigned long i = 0; i < n; i++)
             __asm__ volatile("mtctr %1\n1: addi %0, %0, 1\n addi %0, %0, 1\n bdnz 1b"
                              : "+b"(x) : "r"(1000000) : "ctr");
+        return 0;
+    }
+    if (!strncmp(args, "mem ", 4)) {
+        static unsigned int buf[8];
+        for (unsigned long i = 0; i < n; i++)
+            __asm__ volatile("mtctr %1\n1: lwz 9, 0(%0)\n lwz 10, 4(%0)\n lwz 11, 8(%0)\n lwz 12, 12(%0)\n"
+                             " stw 10, 16(%0)\n stw 9, 20(%0)\n stw 12, 24(%0)\n stw 11, 28(%0)\n bdnz 1b"
+                             : : "b"(buf), "r"(1000000) : "ctr", "r9", "r10", "r11", "r12", "memory");
         return 0;
     }
     if (!strncmp(args, "osi ", 4)) {

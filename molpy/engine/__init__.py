@@ -99,7 +99,12 @@ def require_exact() -> None:
     if exact or os.environ.get(OVERRIDE) == "stock":
         return
     chosen = os.environ.get("LIBUNICORN_PATH")
-    via = f" (LIBUNICORN_PATH={chosen})" if chosen and chosen != built() else ""
+    folder = built()
+    if folder is not None and not chosen:
+        how = (f"unicorn was imported before molpy, which then could not choose its engine: import molpy "
+               f"first, or set LIBUNICORN_PATH={folder}")
+    else:
+        how = HOW_TO_GET
+    via = f" (LIBUNICORN_PATH={chosen})" if chosen and chosen != folder else ""
     raise EngineError(f"the Unicorn library loaded{via}, {path}, lacks molpy's exact-stops patch "
-                      f"(stock Unicorn {UNICORN_VERSION} runs a load or store twice after a stop); "
-                      f"{HOW_TO_GET}")
+                      f"(stock Unicorn {UNICORN_VERSION} runs a load or store twice after a stop); {how}")
