@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import threading
@@ -186,23 +187,28 @@ def test_atomic_increments_interrupted_at_every_point_of_the_loop(split):
 
 
 def test_a_store_outside_ram_is_reported_at_the_store_under_stops():
-    """The patched check still leaves at a failing access: the fault names the store itself."""
-    words = li32(3, 0x40000) + li32(4, 3_000_000) + li32(5, 0x10000000)
+    """The patched check still leaves at a failing access: the fault names the store itself,
+    after a loop of base = destination loads (each word points to the next) ran exactly."""
+    count = 150_000
+    chain = struct.pack(f">{count + 64}I", *(DATA + 4 * (i + 1) for i in range(count + 64)))
+    words = li32(3, DATA) + li32(4, count) + li32(5, 0x10000000)
     loop = len(words)
-    words += [d_form(32, 6, 3, 0), d_form(14, 6, 6, 1), d_form(36, 6, 3, 0),   # lwz/addi/stw: count
-              d_form(13, 4, 4, -1), (16 << 26) | (4 << 21) | (2 << 16) | ((4 * (loop - (loop + 4))) & 0xFFFC)]
+    words += [d_form(14, 7, 7, 1)] * 20                              # time for a stop to arrive
+    words += [d_form(32, 3, 3, 0), d_form(13, 4, 4, -1),             # lwz r3, 0(r3); addic. r4
+              (16 << 26) | (4 << 21) | (2 << 16) | ((4 * (loop - (loop + 22))) & 0xFFFC)]   # bne- loop
+    words += [d_form(36, 3, 0, DUMP)]                                # stw r3, DUMP(0)
     store = BODY + 4 * len(words)
     words += [d_form(36, 6, 5, 0)]                                   # stw r6, 0(r5): outside RAM
     for seed in range(3):
-        m = _machine(Program(pack(words), bytes(8), 1, 0), ee=True, dec_period=500)
+        m = _machine(Program(pack(words), chain, 1, 0), ee=True, dec_period=500)
         try:
             with Chaos(m.cpu.uch, random.Random(seed), mean_us=30):
                 m.slice_us = 50
                 stop = m.run(seconds=60)
-            assert stop is Stop.FAULT
+            assert stop is Stop.FAULT, stop
             report = m.fault.report()
             assert f"pc  {store:#010x}" in report, report
-            assert int.from_bytes(m.memory.view[0x40000:0x40004], "big") == 3_000_000
+            assert int.from_bytes(m.memory.view[DUMP:DUMP + 4], "big") == DATA + 4 * count
         finally:
             m.close()
 
