@@ -13,14 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
-from conftest import REPO
 
 from molpy.gdbstub import packets, registers
 from molpy.cpu import CpuState
 
+REPO = Path(__file__).resolve().parent.parent
 GUEST = REPO / "molpy" / "guest" / "tests" / "gdb.elf"
 GDB = shutil.which("gdb-multiarch")
 needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb-multiarch is not installed (.ci/run installs it)")
