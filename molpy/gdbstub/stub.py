@@ -13,7 +13,9 @@ import queue
 import threading
 
 from ..machine import Machine, Stop
-from . import memory, monitor, registers
+from .memory import MemoryFault, read as read_memory, write as write_memory
+from .monitor import run as run_monitor
+from .registers import REGISTERS, decode_all, decode_into, encode, encode_all, target_xml
 from .packets import MAX_PACKET, escape, expand_rle, hex_u32, parse_hex, unescape
 from .points import ACCESS, READ, WRITE, Hit, Points
 from .server import Connection, GdbServer
@@ -286,29 +288,29 @@ class GdbStub:
         if c == b"?":
             return self._last_stop
         if c == b"g":
-            return registers.encode_all(self.state())
+            return encode_all(self.state())
         if c == b"G":
-            registers.decode_all(self.state(), body)
+            decode_all(self.state(), body)
             self._write_state()
             return b"OK"
         if c == b"p":
             n = parse_hex(body, "register number", 16)
-            if n >= len(registers.REGISTERS):
+            if n >= len(REGISTERS):
                 return b"E45"
-            return registers.encode(self.state(), n)
+            return encode(self.state(), n)
         if c == b"P":
             num, _, val = body.partition(b"=")
             n = parse_hex(num, "register number", 16)
-            if n >= len(registers.REGISTERS):
+            if n >= len(REGISTERS):
                 return b"E45"
-            registers.decode_into(self.state(), n, val)
+            decode_into(self.state(), n, val)
             self._write_state()
             return b"OK"
         if c == b"m":
             addr, length = self._addr_len(body)
             try:
-                return memory.read(self.state(), self.machine.memory.view, addr, min(length, MAX_MEMORY)).hex().encode()
-            except memory.MemoryFault:
+                return read_memory(self.state(), self.machine.memory.view, addr, min(length, MAX_MEMORY)).hex().encode()
+            except MemoryFault:
                 return b"E14"
         if c in (b"M", b"X"):
             head, sep, data = body.partition(b":")
@@ -319,8 +321,8 @@ class GdbStub:
             if len(raw) != length:
                 raise ValueError("memory write: length and data disagree")
             try:
-                memory.write(self.state(), self.machine.memory.view, addr, raw, self.machine.cpu.code_changed)
-            except memory.MemoryFault:
+                write_memory(self.state(), self.machine.memory.view, addr, raw, self.machine.cpu.code_changed)
+            except MemoryFault:
                 return b"E14"
             return b"OK"
         if c in (b"Z", b"z"):
@@ -383,7 +385,7 @@ class GdbStub:
             if annex != b"target.xml":
                 return b"E00"
             off, length = self._addr_len(span)
-            xml = registers.target_xml()
+            xml = target_xml()
             chunk = xml[off:off + min(length, MAX_MEMORY)]
             return (b"l" if off + len(chunk) >= len(xml) else b"m") + escape(chunk)
         if pkt == b"qC":
@@ -403,7 +405,7 @@ class GdbStub:
     def _monitor(self, hexcmd: bytes) -> bytes:
         line = bytes.fromhex(hexcmd.decode("ascii")).decode("utf-8", "replace")
         try:
-            out = monitor.run(self.machine, line)
+            out = run_monitor(self.machine, line)
         except ValueError as e:
             out = f"{e}\n"
         data = out.encode()
