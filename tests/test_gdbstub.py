@@ -163,3 +163,22 @@ def test_memory_goes_through_the_data_translation():
     assert ram[0x1FFFE:0x20000] == b"\x00\x00"
     s.msr = 0                                            # DR off: physical
     assert memory.read(s, ram, 0x2000, 2) == b"\x01\x02"
+
+
+@pytest.mark.parametrize("crash, signal", [("illegal", 4), ("unmapped", 11)])
+def test_a_guest_fault_is_a_signal_stop_at_the_faulting_pc(crash, signal):
+    def script(c: Client):
+        c.send_raw(frame(b"c"))
+        stop_reply = c.reply()
+        pc = int(c.ask(b"p40"), 16)
+        word = c.ask(b"m%x,4" % pc)
+        c.send_raw(frame(b"c"))                          # the machine cannot go on
+        return stop_reply, pc, word, c.reply()
+
+    stop, m, (reply, pc, word, last), _ = debug("fault", crash, script)
+    assert stop is Stop.FAULT
+    assert reply.startswith(b"T%02x" % signal), reply
+    assert pc == m.fault.pc
+    if crash == "illegal":
+        assert word == b"00000000"                       # the .long 0 it ran
+    assert last == b"X%02x" % signal                    # ended by that signal

@@ -66,6 +66,7 @@ class GdbStub:
         self._state = None             # CpuState while stopped (read lazily, written through)
         self._last_stop = b"S05"
         self._fault_pc: int | None = None
+        self._fault_signal = SIGSEGV
         self._reported_exit = False
         self._waited = False
         self._lock = threading.Lock()
@@ -158,7 +159,8 @@ class GdbStub:
                 if self.conn is not None and not self.conn.closed:
                     f = m.fault
                     self._fault_pc = f.pc
-                    self._last_stop = b"T%02xthread:01;" % fault_signal(f.kind)
+                    self._fault_signal = fault_signal(f.kind)
+                    self._last_stop = b"T%02xthread:01;" % self._fault_signal
                     self.conn.send(self._last_stop)
                     self._serve_after_fault()
                 return stop
@@ -251,7 +253,7 @@ class GdbStub:
                 reply = self._handle(payload)
             except _Resume as r:
                 if r.how in ("continue", "step"):
-                    self.conn.send(b"X%02x" % SIGSEGV)
+                    self.conn.send(b"X%02x" % self._fault_signal)
                 break
             if reply is not None:
                 self.conn.send(reply)
