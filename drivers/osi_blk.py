@@ -314,6 +314,8 @@ class OsiBlk(Device):
                 try:
                     if write:
                         u.dirty = True
+                        if u.watch is not None:
+                            u.watch.before_write()
                         try:
                             u.backend.write(offset + done, buf)
                         finally:                 # after the data: its regions are stale
@@ -574,6 +576,11 @@ class OsiBlk(Device):
                     m["digest"] = job()
             except OSError as e:
                 raise SessionError(str(e)) from None
+            for m, u in zip(disks, self.units):      # the marker names what was verified
+                if self.marker(u, m["unit"])["mtime_ns"] != m["mtime_ns"] or \
+                        u.backend.identity().inode != m["inode"]:
+                    raise SessionError(f"disk {m['path']}: it changed while the session was saved "
+                                       f"(another program writes it); save again when nothing else does")
             return encode()
         return Later(len(encode()), finish)
 

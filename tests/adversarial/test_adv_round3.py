@@ -1,0 +1,171 @@
+"""Hostile inputs, round 3 (issue 18): a disk changed under molpy, molpy's own files aimed at
+disks, symlinks in its data folder, a shared NVRAM image, crafted device trees, guest loops."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tally
+from kit import demo_rc, saved_session
+from molpy.config import load_config
+from molpy.console import BufferConsole
+from molpy.drivers import digests as D
+from molpy.drivers.device import StateMismatch
+from molpy.drivers.digests import DiskDigests
+from molpy.machine import Machine, MachineConfig, Stop
+
+
+def cli(*args: str, input: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "molpy", *args], input=input, capture_output=True,
+                          timeout=timeout)
+
+
+def scribble(disk: Path, offset: int = 1 << 20, data: bytes = b"another program was here") -> None:
+    """Another program writes the disk in place (same size, same inode, new contents)."""
+    with open(disk, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    st = os.stat(disk)                     # mtime moves on even on a coarse clock
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+
+
+def blk_of(m: Machine):
+    return next(d for d in m.devices if type(d).__name__ == "OsiBlk")
+
+
+def settled(d: DiskDigests, timeout: float = 30) -> None:
+    """Wait (on the condition) until the background thread knows every region."""
+    end = time.monotonic() + timeout
+    while not (d.known and d.stale.find(1) < 0 and not d._inflight):
+        assert time.monotonic() < end, "digests never settled"
+        time.sleep(0.01)
+
+
+# -- 1. a disk changed while molpy has it open --
+
+def test_a_disk_changed_while_resumed_is_not_cached_with_its_old_digest(tmp_path):
+    """The issue's case: touched, resumed (digests from the cache, checked), changed by another
+    program while open, closed; the next resume must see the change, not trust the cache."""
+    rc, disk, conf = saved_session(tmp_path)
+    st = os.stat(disk)
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000))   # touched: a content check
+    m = Machine.from_session(conf.session_file, conf, BufferConsole(b""))
+    try:
+        assert m.run(seconds=0.2) is Stop.TIMEOUT
+        scribble(disk)
+    finally:
+        m.close()
+    with pytest.raises(StateMismatch, match="contents differ"):
+        Machine.from_session(conf.session_file, conf, BufferConsole(b"")).close()
+
+
+def test_f12_after_another_program_changed_the_disk_records_what_it_verified(tmp_path):
+    """The digests followed a -cow base from the start; the base changes; the save must digest
+    what the base holds now, so that the session verifies (deep) and resumes."""
+    rc, disk = demo_rc(tmp_path, session=True)
+    conf = dataclasses.replace(MachineConfig.from_config(load_config(rc)), session_readonly=False)
+    m = Machine(conf, BufferConsole(b""))
+    try:
+        m.boot()
+        assert m.run(seconds=0.5) is Stop.TIMEOUT
+        settled(blk_of(m).units[0].digests)
+        scribble(disk)
+        m.save_session()
+    finally:
+        m.close()
+    r = cli("session", "verify", "--deep", "-f", str(rc), str(conf.session_file))
+    assert r.returncode == 0, r.stderr.decode()
+    Machine.from_session(conf.session_file, dataclasses.replace(conf, session_readonly=True),
+                         BufferConsole(b"")).close()
+
+
+def _disk(tmp_path: Path, mib: int = 4) -> Path:
+    p = tmp_path / "d.img"
+    with open(p, "wb") as f:
+        for i in range(mib):
+            f.write(bytes([i + 1]) * (1 << 20))
+    return p
+
+
+def _true_root(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        d = DiskDigests(fd, os.fstat(fd).st_size, str(path))
+        return d.compute("x")
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("moment", ["after load", "after follow", "after a finish", "between own writes"])
+def test_every_digest_after_a_foreign_change_is_of_the_disk_as_it_is(tmp_path, moment):
+    """The class: wherever another program's change falls (after the cache was read, while the
+    background thread follows, after a finish, between molpy's own writes), the next finish
+    gives the disk's true digest and the cache never pairs the new identity with old digests."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = _disk(tmp_path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        first = DiskDigests(fd, size, str(path))
+        first.finish()
+        assert first.save_cache(str(home))
+        d = DiskDigests(fd, size, str(path))
+        assert d.load_cache(str(home))
+        if moment == "after follow":
+            d.start_background()
+            settled(d)
+        elif moment == "after a finish":
+            d.finish()
+        elif moment == "between own writes":
+            d.before_write()
+            os.pwrite(fd, b"molpy", 0)
+            d.mark(0, 5)
+        scribble(path)
+        if moment == "between own writes":
+            d.before_write()
+            os.pwrite(fd, b"molpy again", 100)
+            d.mark(100, 11)
+        assert d.finish() == _true_root(path)
+        d.close()
+        assert d.save_cache(str(home))
+        again = DiskDigests(fd, size, str(path))
+        assert again.load_cache(str(home)) and again.finish() == _true_root(path)
+        # changed after the last finish: closing must not cache the new identity
+        scribble(path, 3 << 20)
+        assert not again.save_cache(str(home))
+        fresh = DiskDigests(fd, size, str(path))
+        assert not fresh.load_cache(str(home))
+    finally:
+        os.close(fd)
+    tally("digests after a foreign change", 1)
+
+
+def test_a_disk_changed_while_it_is_read_fails_the_digest(tmp_path, monkeypatch):
+    """Identity read again after hashing: a change during the pass is an error, not a digest."""
+    path = _disk(tmp_path)
+    fd = os.open(path, os.O_RDWR)
+    real = D._read_exactly
+    done = []
+
+    def read_and_change(f, view, off):
+        real(f, view, off)
+        if not done:
+            done.append(1)
+            scribble(path, 2 << 20)
+    monkeypatch.setattr(D, "_read_exactly", read_and_change)
+    try:
+        d = DiskDigests(fd, os.fstat(fd).st_size, str(path))
+        with pytest.raises(D.DigestError, match="changed while molpy read it"):
+            d.finish(workers=1)
+        monkeypatch.setattr(D, "_read_exactly", real)
+        assert d.finish() == _true_root(path)
+    finally:
+        os.close(fd)
