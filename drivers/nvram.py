@@ -62,11 +62,18 @@ def read_image(path: str) -> tuple[bytes, int | None]:
     return data + bytes(NVRAM_SIZE - len(data)), size
 
 
-def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),)) -> None:
-    """Replace ``regions`` of the image with ``data``'s bytes: a new file, fsynced, renamed."""
+def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),),
+                protected: dict | None = None) -> None:
+    """Replace ``regions`` of the image with ``data``'s bytes: a new file, fsynced, renamed.
+    ``protected``: (device, inode) -> name of files the image must not be (the run's disks)."""
     old = _open_image(path)
     new = None
     try:
+        if old is not None and protected:
+            st = os.fstat(old)
+            hit = protected.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                raise HostFileError(path, f"is {hit}: molpy does not write its NVRAM over it", errno.EEXIST)
         mode = stat.S_IMODE(os.fstat(old).st_mode) if old is not None else 0o600
         new = NewFile(path, mode=mode, what="nvram image")
         image = bytearray(os.pread(old, NVRAM_SIZE, 0) if old is not None else b"")
@@ -103,6 +110,7 @@ class Nvram(Device):
     def __init__(self, ctx: DeviceContext) -> None:
         config = ctx.config
         self.path = config.nvram
+        self._protected = ctx.protected_files
         self.writable = not config.inspect_only
         self.regions = OLDWORLD_REGIONS if config.boot_type == "oldworld" else ((0, NVRAM_SIZE),)
         self.data = bytearray(NVRAM_SIZE)
@@ -117,7 +125,7 @@ class Nvram(Device):
                 # MOL: an image it could not read in full is written back at once
                 log.info("creating nvram image %s", self.path)
                 try:
-                    write_image(self.path, bytes(self.data))
+                    write_image(self.path, bytes(self.data), protected=self._protected())
                     self._on_disk = bytes(self.data)
                 except NvramError as e:         # MOL went on with a blank NVRAM too
                     log.warning("%s; the NVRAM starts blank", e)
@@ -171,7 +179,7 @@ class Nvram(Device):
         if self._on_disk is not None and all(
                 current[s:s + n] == self._on_disk[s:s + n] for s, n in self.regions):
             return False
-        write_image(self.path, current, self.regions)
+        write_image(self.path, current, self.regions, self._protected())
         self._on_disk = current
         return True
 

@@ -748,6 +748,17 @@ class OsiBlk(Device):
                 u.backend.drop_changes()
             u.dirty = False
 
+    def open_files(self) -> list[tuple[int, str]]:
+        """(descriptor, what it is) of every disk and -cow overlay (no file molpy writes may be one)."""
+        found = []
+        for u in self.units:
+            disk = u.backend.disk()
+            found.append((disk.fd, f"the disk {disk.path}"))
+            overlay = getattr(u.backend, "overlay", None)
+            if overlay is not None:
+                found.append((overlay.fd, f"the -cow overlay {overlay.path}"))
+        return found
+
     def close(self) -> None:
         """Every disk's digests are cached when they are complete (a disk read once, not
         per save), then the disks are closed."""

@@ -169,3 +169,98 @@ def test_a_disk_changed_while_it_is_read_fails_the_digest(tmp_path, monkeypatch)
         assert d.finish() == _true_root(path)
     finally:
         os.close(fd)
+
+
+# -- 2. files molpy writes aimed at the run's disks, overlays or session --
+
+def _sha(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.decode()
+    assert "Traceback" not in err, err
+    return err
+
+
+TARGETS = ["disk", "hard link to the disk", "-cow base", "session file"]
+WRITERS = ["nvram", "log", "session_file"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("how", ["--check", "run"])
+def test_no_file_molpy_writes_may_be_a_disk_or_the_session(tmp_path, writer, target, how):
+    """Every writer (nvram, --log, session_file) against every file of the run, by device
+    and inode: refused at --check and at run in one line, the target unchanged."""
+    if writer == "session_file" and target == "session file":
+        pytest.skip("the session file is the session file")
+    flags = "-rw -cow -boot" if target == "-cow base" else "-rw -boot"
+    rc, disk = demo_rc(tmp_path, disk_flags=flags)
+    session = tmp_path / "s.session"
+    if target == "session file":
+        session.write_bytes(b"MOLPY not really a session")
+        aim = session
+    elif target == "hard link to the disk":
+        aim = tmp_path / "another-name.img"
+        os.link(disk, aim)
+    else:
+        aim = disk
+    sets = ["-s", f"session_file={session}", "-s", "session_readonly=no"] if writer != "session_file" \
+        else ["-s", "session_readonly=no"]
+    if writer == "nvram":
+        sets += ["-s", f"nvram={aim}"]
+    elif writer == "session_file":
+        sets += ["-s", f"session_file={aim}"]
+    log = ["--log", str(aim)] if writer == "log" else ["--log", str(tmp_path / "guest.log")]
+    before = _sha(aim)
+    args = ["run", "-f", str(rc), *sets, *log] + (["--check"] if how == "--check" else ["--fresh"])
+    r = cli(*args, input=b"exit 0\n")
+    err = _one_line(r)
+    assert r.returncode != 0, err
+    assert "would write" in err and "over it" in err, err
+    assert _sha(aim) == before
+    tally("molpy's output files aimed at the run's files", 1)
+
+
+def test_the_nvram_is_never_written_over_an_open_disk_by_the_api(tmp_path):
+    """At write time too (no preflight: the Python API), by the open files' device and inode."""
+    rc, disk = demo_rc(tmp_path, disk_flags="-rw -cow -boot")
+    other = tmp_path / "nv-link"
+    os.link(disk, other)
+    conf = dataclasses.replace(MachineConfig.from_config(load_config(rc)), nvram=str(other))
+    before = _sha(disk)
+    m = Machine(conf, BufferConsole(b""))
+    nv = next(d for d in m.devices if type(d).__name__ == "Nvram")
+    try:
+        nv.write_byte(0x100, 0x5A)
+        from molpy.drivers.nvram import NvramError
+        with pytest.raises(NvramError, match="does not write its NVRAM over it"):
+            nv.write_back()
+    finally:
+        m.close()
+    assert _sha(disk) == before
+
+
+# -- 10. --check applies the run's rules to the nvram image --
+
+@pytest.mark.parametrize("image", ["/proc/self/mem", "fifo", "link", "folder"])
+def test_check_refuses_an_nvram_image_the_run_cannot_use(tmp_path, image):
+    rc, disk = demo_rc(tmp_path)
+    if image == "fifo":
+        path = tmp_path / "nv.fifo"
+        os.mkfifo(path)
+    elif image == "link":
+        path = tmp_path / "nv.link"
+        (tmp_path / "real").write_bytes(bytes(8192))
+        os.symlink(tmp_path / "real", path)
+    elif image == "folder":
+        path = tmp_path / "nvdir"
+        path.mkdir()
+    else:
+        path = Path(image)
+    r = cli("run", "--check", "-f", str(rc), "-s", f"nvram={path}")
+    err = _one_line(r)
+    assert r.returncode != 0 and "nvram" in err and str(path) in err and err.count("\n") == 1, err
+    tally("nvram images --check refuses", 1)
