@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Callable, ContextManager
 
-from molpy.files import HostFileError, NewFile, read_limited
+from molpy.files import HostFileError, NewFile, own_folder, read_limited
 
 REGION_MIN = 1 << 20
 MAX_REGIONS = 1 << 16
@@ -541,6 +541,8 @@ def read_cache(folder: str, fd: int, size: int, region: int,
         return None
     want = _CACHE.size + count * DIGEST + DIGEST
     try:
+        if not stat.S_ISDIR(os.lstat(os.path.join(folder, CACHE_DIR)).st_mode):
+            return None                         # a link planted there is not followed
         raw = read_limited(cache_path(folder, key), want, what="digest cache")
     except (OSError, HostFileError):
         return None
@@ -557,7 +559,7 @@ def write_cache(folder: str, fd: int, size: int, region: int, digests: bytes | b
                 plain: str | None) -> None:
     """Publish the digests for the disk of ``fd`` as it is now (atomically, by rename)."""
     key = identity_key(fd)
-    os.makedirs(os.path.join(folder, CACHE_DIR), exist_ok=True)
+    own_folder(folder, CACHE_DIR, what="molpy's digest cache folder")
     head = _CACHE.pack(CACHE_MAGIC, CACHE_VERSION, HAS_PLAIN if plain else 0, *key, region,
                        len(digests) // DIGEST, bytes.fromhex(plain) if plain else bytes(DIGEST))
     body = head + bytes(digests)
@@ -576,10 +578,32 @@ def write_cache(folder: str, fd: int, size: int, region: int, digests: bytes | b
     _prune(os.path.join(folder, CACHE_DIR))
 
 
-def _prune(folder: str) -> None:
-    """Keep the MAX_CACHED most recently written entries (disks come and go)."""
+_CACHE_NAME = re.compile(r"[0-9a-f]+-[0-9a-f]+\.digest")
+
+
+def _made_by_molpy(entry: os.DirEntry) -> bool:
+    """A cache entry molpy wrote: its name, a regular file of this user, its magic."""
+    if not _CACHE_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+        return False
     try:
-        entries = [e for e in os.scandir(folder) if e.name.endswith(".digest") and e.is_file(follow_symlinks=False)]
+        if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+            return False
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, len(CACHE_MAGIC), 0) == CACHE_MAGIC
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+
+
+def _prune(folder: str) -> None:
+    """Keep the MAX_CACHED most recently written entries (disks come and go). Only files
+    molpy made are counted and removed (named, owned and headed as its entries are)."""
+    try:
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            return
+        entries = [e for e in os.scandir(folder) if _made_by_molpy(e)]
         if len(entries) <= MAX_CACHED:
             return
         entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)

@@ -264,3 +264,84 @@ def test_check_refuses_an_nvram_image_the_run_cannot_use(tmp_path, image):
     err = _one_line(r)
     assert r.returncode != 0 and "nvram" in err and str(path) in err and err.count("\n") == 1, err
     tally("nvram images --check refuses", 1)
+
+
+# -- 3. molpy's data folder: no symbolic link followed, 0700, prune removes only its own --
+
+def _user_files(folder: Path, n: int = 70) -> dict[str, bytes]:
+    made = {}
+    for i in range(n):
+        name = f"{i:x}-{i + 1:x}.digest" if i % 2 else f"holiday-{i}.digest"
+        data = f"the user's file {i}".encode()
+        (folder / name).write_bytes(data)
+        made[name] = data
+    return made
+
+
+def _cache_many(home: Path, tmp: Path, n: int) -> None:
+    for i in range(n):
+        p = tmp / f"disk{i}.img"
+        p.write_bytes(bytes([i % 251 + 1]) * 4096)
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            d = DiskDigests(fd, 4096, str(p))
+            d.finish()
+            d.save_cache(str(home))
+        finally:
+            os.close(fd)
+
+
+def test_a_symlink_planted_at_the_digest_folder_is_not_followed(tmp_path):
+    """The issue's case: molpy wrote its cache into the link's target and pruned 7 of the
+    user's 70 files there."""
+    home, theirs = tmp_path / "home", tmp_path / "theirs"
+    home.mkdir()
+    theirs.mkdir()
+    made = _user_files(theirs)
+    os.symlink(theirs, home / "digests")
+    _cache_many(home, tmp_path, 70)
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == made
+    tally("digest cache writes through a planted link", 70)
+
+
+def test_prune_removes_only_files_molpy_made(tmp_path):
+    """The class: the user's files in molpy's own cache folder (names like molpy's, other
+    contents) survive any number of cache writes; molpy keeps at most MAX_CACHED of its own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "digests").mkdir(mode=0o700)
+    made = _user_files(home / "digests")
+    _cache_many(home, tmp_path, D.MAX_CACHED + 6)
+    names = {p.name for p in (home / "digests").iterdir()}
+    assert set(made) <= names
+    assert len(names - set(made)) == D.MAX_CACHED
+    for name in made:
+        assert (home / "digests" / name).read_bytes() == made[name]
+
+
+@pytest.mark.parametrize("planted", ["link to a folder", "file", "dangling link"])
+def test_molpys_folders_refuse_what_is_planted_at_their_names(tmp_path, planted, monkeypatch):
+    """$MOLPY_HOME and its digests folder: created 0700, a link or a file there refused in
+    one line (the CLI), never followed."""
+    from molpy.files import HostFileError, data_dir, own_folder
+    home = tmp_path / "home"
+    monkeypatch.setenv("MOLPY_HOME", str(home))
+    assert data_dir() == str(home) and (home.stat().st_mode & 0o777) == 0o700
+    assert (Path(own_folder(str(home), "digests")).stat().st_mode & 0o777) == 0o700
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for where in (home / "sub", tmp_path / "home2"):
+        if planted == "link to a folder":
+            os.symlink(elsewhere, where)
+        elif planted == "file":
+            where.write_bytes(b"x")
+        else:
+            os.symlink(tmp_path / "nowhere", where)
+    with pytest.raises(HostFileError, match="molpy"):
+        own_folder(str(home), "sub")
+    r = subprocess.run([sys.executable, "-m", "molpy", "run", "--check"], capture_output=True,
+                       env={**os.environ, "MOLPY_HOME": str(tmp_path / "home2")}, cwd=tmp_path)
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "Traceback" not in err and "home2" in err and err.count("\n") == 1, err
+    assert list(elsewhere.iterdir()) == []
+    tally("things planted at molpy's folders", 2)
