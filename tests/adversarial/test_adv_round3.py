@@ -231,15 +231,20 @@ def test_the_nvram_is_never_written_over_an_open_disk_by_the_api(tmp_path):
     os.link(disk, other)
     conf = dataclasses.replace(MachineConfig.from_config(load_config(rc)), nvram=str(other))
     before = _sha(disk)
-    m = Machine(conf, BufferConsole(b""))
-    nv = next(d for d in m.devices if type(d).__name__ == "Nvram")
-    try:
-        nv.write_byte(0x100, 0x5A)
-        from molpy.drivers.nvram import NvramError
-        with pytest.raises(NvramError, match="does not write its NVRAM over it"):
-            nv.write_back()
-    finally:
-        m.close()
+    from molpy.drivers.block import BlockError
+    from molpy.drivers.nvram import NvramError
+    try:                    # refused at the start (the image's lock meets the disk's) ...
+        m = Machine(conf, BufferConsole(b""))
+    except (NvramError, BlockError) as e:
+        assert "in use" in str(e) or "over it" in str(e)
+    else:                   # ... or at the write
+        nv = next(d for d in m.devices if type(d).__name__ == "Nvram")
+        try:
+            nv.write_byte(0x100, 0x5A)
+            with pytest.raises(NvramError, match="does not write its NVRAM over it"):
+                nv.write_back()
+        finally:
+            m.close()
     assert _sha(disk) == before
 
 
@@ -345,3 +350,72 @@ def test_molpys_folders_refuse_what_is_planted_at_their_names(tmp_path, planted,
     assert r.returncode != 0 and "Traceback" not in err and "home2" in err and err.count("\n") == 1, err
     assert list(elsewhere.iterdir()) == []
     tally("things planted at molpy's folders", 2)
+
+
+# -- 4. one NVRAM image, two runs --
+
+HOLDER = r"""
+import sys
+from molpy.console import BufferConsole
+from molpy.drivers.device import DeviceError
+from molpy.machine import Machine, MachineConfig
+try:
+    m = Machine(MachineConfig(ram_mib=16, nvram=sys.argv[1]), BufferConsole(b""))
+except DeviceError as e:
+    print(e, file=sys.stderr)
+    sys.exit(1)
+nv = next(d for d in m.devices if type(d).__name__ == "Nvram")
+nv.write_byte(int(sys.argv[2]), 0xA5)
+print("ready", flush=True)
+sys.stdin.readline()
+m.close()
+"""
+
+
+def test_a_second_run_on_one_nvram_image_is_refused_naming_the_holder(tmp_path):
+    """The issue's case in two processes: the second used to exit last and overwrite the
+    first one's change; now it is refused, and the first one's change is kept."""
+    image = tmp_path / "nvram.img"
+    image.write_bytes(bytes(8192))
+    a = subprocess.Popen([sys.executable, "-c", HOLDER, str(image), "16"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert a.stdout.readline() == b"ready\n"
+        b = subprocess.run([sys.executable, "-c", HOLDER, str(image), "32"], input=b"\n",
+                           capture_output=True, timeout=60)
+        assert b.returncode == 1 and b"in use by another molpy (pid %d)" % a.pid in b.stderr, b.stderr
+        a.stdin.write(b"\n")
+        a.stdin.flush()
+        assert a.wait(60) == 0, a.stderr.read()
+    finally:
+        a.kill()
+        a.wait()
+    data = image.read_bytes()
+    assert data[16] == 0xA5 and data[32] == 0
+
+
+@pytest.mark.parametrize("start", ["missing", "short", "full"])
+def test_the_nvram_lock_never_lapses(tmp_path, start):
+    """The class: whatever the image was at start (the run rewrites a missing or short one at
+    once, by rename), a second machine is refused while the first lives, and after the first
+    exits the next one gets its NVRAM."""
+    from molpy.drivers.nvram import NvramError
+    image = tmp_path / "nvram.img"
+    if start != "missing":
+        image.write_bytes(bytes(100 if start == "short" else 8192))
+    conf = MachineConfig(ram_mib=16, nvram=str(image))
+    first = Machine(conf, BufferConsole(b""))
+    try:
+        nv = next(d for d in first.devices if type(d).__name__ == "Nvram")
+        nv.write_byte(7, 0x42)
+        with pytest.raises(NvramError, match="in use by another molpy"):
+            Machine(conf, BufferConsole(b""))
+    finally:
+        first.close()
+    second = Machine(conf, BufferConsole(b""))
+    try:
+        nv = next(d for d in second.devices if type(d).__name__ == "Nvram")
+        assert nv.read_byte(7) == 0x42
+    finally:
+        second.close()
+    tally("NVRAM images shared by two machines", 1)
