@@ -44,6 +44,7 @@ def problems(mconf, *, deep: bool = False, notes: list[str] | None = None,
     found += disks
     found += cow_dir_problems(mconf)
     found += nvram_problems(mconf)
+    found += oftree_problems(mconf) if deep else []
     found += written_file_problems(mconf, log)
     found += session_problems(mconf, deep and not disks, notes)   # the match needs the disks
     return found
@@ -75,6 +76,29 @@ def nvram_problems(mconf) -> list[str]:
     folder = os.path.dirname(os.path.abspath(path))
     if not mconf.inspect_only and not os.access(folder, os.W_OK | os.X_OK):
         return [f"nvram {path}: its folder {folder} is not writable (molpy writes the image at exit)"]
+    return []
+
+
+def oftree_problems(mconf) -> list[str]:
+    """--check reads the ``oftree`` file as a run does: a file over the tree's limits
+    (oftree.MAX_BYTES in its saved form, MAX_NODES nodes) is named here, not at boot."""
+    path = mconf.oftree
+    if not path:
+        return []
+    from .drivers.devtree import read_tree_file
+    from .drivers.oftree import TreeError, parse_tree
+    import logging
+    quiet = logging.getLogger("molpy.oftree")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)                # (the parse's notes are the run's to give)
+    try:
+        parse_tree(read_tree_file(path), path)
+    except TreeError as e:
+        return [f"oftree {e}"]
+    except OSError as e:
+        return [f"oftree {path}: {e.strerror or e}"]
+    finally:
+        quiet.setLevel(level)
     return []
 
 

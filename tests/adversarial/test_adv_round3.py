@@ -419,3 +419,126 @@ def test_the_nvram_lock_never_lapses(tmp_path, start):
     finally:
         second.close()
     tally("NVRAM images shared by two machines", 1)
+
+
+# -- 5. saved device trees: every check linear --
+
+from molpy.drivers import oftree as T   # noqa: E402
+
+TREE_TEXT = '{\n(property name <str> "device-tree" )\n{\n(property name <str> "memory" )\n}\n}\n'
+
+
+def _shape(shape: str, n: int) -> T.DeviceTree:
+    """A tree of ``n`` nodes: a parent chain (each node the only child of the one before), a
+    star (every node a child of the root), or one long sibling chain under one node."""
+    tree = T.DeviceTree()
+    nodes = [T.Node(i + 1) for i in range(n)]
+    tree.allnext = nodes
+    tree.root = nodes[0]
+    for i in range(1, n):
+        if shape == "chain":
+            nodes[i].parent = nodes[i - 1]
+            nodes[i - 1].child = nodes[i]
+        else:
+            nodes[i].parent = nodes[0]
+            if i + 1 < n:
+                nodes[i].sibling = nodes[i + 1]
+    if shape != "chain" and n > 1:
+        nodes[0].child = nodes[1]
+    return tree
+
+
+GUARD = r"""
+import sys, time
+from molpy.drivers import oftree as T
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.."]
+from test_adv_round3 import _shape
+tree = _shape(sys.argv[2], int(sys.argv[3]))
+for blob, load in ((tree.to_json(), T.DeviceTree.from_json), (tree.to_bytes(), T.DeviceTree.from_bytes)):
+    again = load(blob)
+    assert len(again.allnext) == len(tree.allnext)
+    again.delete_node(again.allnext[1])
+    assert len(again.allnext) == (1 if sys.argv[2] == "chain" else len(tree.allnext) - 1), len(again.allnext)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("shape", ["chain", "star"])
+def test_saved_trees_of_every_shape_load_and_delete_in_linear_time(shape):
+    """The issue's case (a 16,000-deep parent chain took 14 s to load: at 65,536 nodes,
+    minutes) and its class: both saved forms, chain and star, at the node limit, loaded and
+    a subtree deleted (once recursive: a RecursionError on a deep chain). The bound is a
+    hang guard (old code: minutes), not a speed assert."""
+    r = subprocess.run([sys.executable, "-c", GUARD, str(Path(__file__).parent), shape, str(T.MAX_NODES)],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()[-2000:]
+    tally("saved trees at the node limit (2 forms)", 1)
+
+
+@pytest.mark.parametrize("damage", ["loop", "two parents", "outside"])
+def test_damaged_saved_trees_are_refused_in_both_forms(damage):
+    tree = _shape("chain", 50)
+    nodes = tree.allnext
+    if damage == "loop":
+        nodes[10].parent = nodes[20]
+    elif damage == "two parents":
+        nodes[5].sibling = nodes[30]
+    elif damage == "outside":
+        nodes[40].child = None
+    blobs = [tree.to_json(), tree.to_bytes()]
+    if damage == "bad ref":
+        blobs = [blobs[0].replace(b"[2,null,1,", b"[2,null,99,"), blobs[1][:-3] + b"\x00\x00\x07"]
+    for blob, load in zip(blobs, (T.DeviceTree.from_json, T.DeviceTree.from_bytes)):
+        with pytest.raises(T.TreeError):
+            load(blob)
+
+
+# -- 6. what a guest or a file may build, a save can store --
+
+@pytest.mark.parametrize("how", ["4 KiB set-props", "nodes with long units"])   # (small props: quadratic, issue 18 left)
+def test_a_tree_grown_to_its_limit_always_saves_and_loads(how):
+    """Grown until the tree refuses, by each route a guest has: the saved form fits the
+    session's device-state chunk and loads back equal."""
+    from molpy.emulation.session import MAX_SMALL_CHUNK
+    tree = T.parse_tree(TREE_TEXT.encode())
+    root = tree.root
+    i = 0
+    try:
+        while True:
+            i += 1
+            if how == "4 KiB set-props":
+                tree.set_property(root, b"p%d" % i, bytes(4096))
+            elif how == "small props":
+                tree.set_property(root.child, b"%d" % i, b"")
+            else:
+                tree.add_node(root, b"n@" + b"u" * 4000 + b"%d" % i)
+    except T.TreeError:
+        pass
+    blob = tree.to_bytes()
+    assert len(blob) == tree.size + T._HEAD.size <= MAX_SMALL_CHUNK
+    assert len(blob) > MAX_SMALL_CHUNK - (8 << 10)          # grown to the limit, not short of it
+    again = T.DeviceTree.from_bytes(blob)
+    assert again.to_bytes() == blob
+    tally("device trees grown to the limit, saved and loaded", 1)
+
+
+def test_f12_saves_a_tree_a_guest_grew_past_8_mib(tmp_path):
+    """The issue's case: past about 8 MiB of properties the hex-JSON chunk could never be saved."""
+    from test_device_state import full_config
+    conf = full_config(tmp_path)
+    m = Machine(conf, BufferConsole(b""))
+    try:
+        dt = next(d for d in m.devices if d.kind == "OFTR")
+        for i in range(2100):
+            dt.tree.set_property(dt.tree.root, b"big%d" % i, bytes([i & 0xFF]) * 4096)
+        dt._dirty = True
+        m.save_session()
+    finally:
+        m.close()
+    m = Machine.from_session(conf.session_file, dataclasses.replace(conf, session_readonly=True),
+                             BufferConsole(b""))
+    try:
+        dt = next(d for d in m.devices if d.kind == "OFTR")
+        assert dt.tree.root.prop(b"big2099") == bytes([2099 & 0xFF]) * 4096
+    finally:
+        m.close()
