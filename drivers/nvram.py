@@ -66,7 +66,7 @@ def read_image(path: str) -> tuple[bytes, int | None]:
     return data + bytes(NVRAM_SIZE - len(data)), size
 
 
-def _open_locked(path: str, protected) -> tuple[int, bytes, int | None]:
+def _open_locked(path: str, protected) -> tuple[int | None, bytes, int | None]:
     """(descriptor, first 8 KiB, size or None when it was just made) of the image, locked
     exclusively: a second molpy on the same image is refused naming the holder. A missing
     image is created empty in place (O_EXCL: two runs starting at once cannot both make it);
@@ -81,7 +81,8 @@ def _open_locked(path: str, protected) -> tuple[int, bytes, int | None]:
             except HostFileError as e:
                 if e.errno == errno.EEXIST:
                     continue                      # another run made it meanwhile
-                raise NvramError(f"nvram image {e}") from None
+                return None, bytes(NVRAM_SIZE), None     # (MOL: the NVRAM starts blank; the
+                                                        # write at once below says why)
         try:
             st = os.fstat(fd)
             hit = protected().get((st.st_dev, st.st_ino))
