@@ -50,7 +50,8 @@ class DeviceContext:
     about OSI selectors; ``code_changed(begin, end)``: after the device wrote guest RAM
     that may hold code; ``frontend``: the console (keys, output, stop requests);
     ``request_exit(code)``: the guest asked to exit; ``config``: the machine's settings;
-    ``data_dir()``: molpy's own folder.
+    ``data_dir()``: molpy's own folder; ``protected_files()``: the run's disks, overlays
+    and session by (device, inode), which no file molpy writes may be.
     """
 
     config: "MachineConfig"
@@ -60,6 +61,8 @@ class DeviceContext:
     code_changed: Callable[[int, int], None]
     request_exit: Callable[[int], None]
     data_dir: Callable[[], str] = data_dir
+    # (device, inode) -> what it is, for the files of the run molpy must never write over
+    protected_files: Callable[[], dict] = dict
 
     def stop_requested(self) -> bool:
         """Ctrl-C, SIGTERM or a quit is pending (F12 is not: a save never cuts I/O short)."""

@@ -10,7 +10,8 @@ tree file's ``mol-blk`` node carries a ``disk`` child with unit ``*`` for all of
 Answers are MOL's (see docs/firmware.md for each op). The guest is untrusted: names,
 paths and buffers must lie in RAM (MOL checked only the first byte), a string must end
 within 4096 bytes, and the tree stops growing at oftree.MAX_NODES nodes and
-oftree.MAX_BYTES of properties (the call then answers -1).
+oftree.MAX_BYTES in its saved form (the call then answers -1; see oftree.MAX_BYTES for
+why: what a guest builds, a save can always store).
 
 The whole tree, phandles included, is the device's session state, so a resumed guest
 finds every node and property it created or changed.
@@ -137,12 +138,15 @@ class DevTree(Device):
     """The device tree and the two PROM selectors."""
 
     kind = "OFTR"
+    version = 2          # 2: the binary saved form (oftree.STATE_MAGIC); 1: hex in JSON
+    min_version = 1
 
     def __init__(self, ctx: DeviceContext, tree: DeviceTree) -> None:
         self.ctx = ctx
         self.memory = ctx.memory
         self.tree: DeviceTree | None = tree
         self._loaded: bytes | None = None       # the tree a session gave (b"": closed)
+        self._loaded_version = self.version
         self._dirty = False
 
     def attach(self, ctx: DeviceContext) -> None:
@@ -298,33 +302,35 @@ class DevTree(Device):
     # -- session --
 
     def save_state(self) -> bytes:
-        """The whole tree as JSON (phandles included), or nothing once the guest closed it."""
-        return b"" if self.tree is None else self.tree.to_json()
+        """The whole tree in its binary saved form (phandles included; its size is bounded
+        to fit a session chunk), or nothing once the guest closed it."""
+        return b"" if self.tree is None else self.tree.to_bytes()
 
     @staticmethod
-    def _parse_state(data: bytes) -> DeviceTree | None:
+    def _parse_state(data: bytes, version: int) -> DeviceTree | None:
         if not data:
             return None
         try:
-            return DeviceTree.from_json(data)
+            return DeviceTree.from_json(data) if version < 2 else DeviceTree.from_bytes(data)
         except TreeError as e:
             raise ValueError(str(e)) from None
 
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
-        cls._parse_state(data)
+        cls._parse_state(data, version)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         try:
-            tree = cls._parse_state(data)
+            tree = cls._parse_state(data, version)
         except ValueError as e:
             return f"(damaged: {e})"
         return "closed by the guest" if tree is None else f"{len(tree.allnext)} nodes"
 
     def load_state(self, data: bytes, version: int) -> None:
-        self._set_tree(self._parse_state(data))
+        self._set_tree(self._parse_state(data, version))
         self._loaded = bytes(data)
+        self._loaded_version = version
 
     def _set_tree(self, tree: DeviceTree | None) -> None:
         self.tree = tree
@@ -338,7 +344,7 @@ class DevTree(Device):
     def reset(self) -> None:
         """Back to the loaded tree; rebuilt only when the guest changed it."""
         if self._dirty and self._loaded is not None:
-            self._set_tree(DeviceTree.from_json(self._loaded) if self._loaded else None)
+            self._set_tree(self._parse_state(self._loaded, self._loaded_version))
 
 
 def create(ctx: DeviceContext) -> DevTree | None:

@@ -17,8 +17,13 @@ was only touched, or restored from an identical copy, can still be accepted. Has
   identity (device, inode, size, mtime and ctime), so a disk is read once, not per save,
   and a content check after ``touch`` costs a full read only the first time.
 
-A cache entry is written only when every region digest is known for the disk exactly as
-it is then (at close, or after a check). The cache lives in molpy's own folder; it is
+A digest is trusted only for an identity observed before it was computed and unchanged
+after it: the identity is read before a pass and again after it, and the identity the
+digests hold for (``valid_key``) moves only with molpy's own writes (read before and after
+each one). A change no write of molpy's explains (another program wrote a ``-ro`` disk or a
+``-cow`` base while molpy had it open) drops every digest: the next finish reads the disk
+again, and the cache is not written for it. A cache entry is written only when every region
+digest is known for the disk exactly as it is then (at close, or after a check). The cache lives in molpy's own folder; it is
 still checked field by field and by its own SHA-256 before use. ``session verify --deep``
 never uses it: it reads the disk.
 """
@@ -36,7 +41,7 @@ import threading
 import time
 from typing import Callable, ContextManager
 
-from molpy.files import HostFileError, NewFile, read_limited
+from molpy.files import HostFileError, NewFile, own_folder, read_limited
 
 REGION_MIN = 1 << 20
 MAX_REGIONS = 1 << 16
@@ -184,6 +189,8 @@ class DiskDigests:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._cached_key: tuple[int, ...] | None = None
+        self.valid_key: tuple[int, ...] | None = None   # the identity the digests hold for
+        self._foreign = False       # the disk changed under molpy: no digest holds
 
     # -- the guest's writes --
 
@@ -200,13 +207,21 @@ class DiskDigests:
             self.stale[a:b + 1] = b"\1" * (b + 1 - a)
         self.writes += 1
         self.plain = None
+        if self.valid_key is not None:
+            self.valid_key = identity_key(self.fd)
+
+    def before_write(self) -> None:
+        """Before one of molpy's writes: a change since the last one is another program's."""
+        if self.valid_key is not None and identity_key(self.fd) != self.valid_key:
+            self._foreign = True
 
     # -- filling the digests --
 
     def load_cache(self, folder: str) -> bool:
         """Take the digests from the cache when it holds them for this disk as it is now
         (before the guest runs)."""
-        found = read_cache(folder, self.fd, self.size, self.region)
+        key = identity_key(self.fd)
+        found = read_cache(folder, self.fd, self.size, self.region, key)
         if found is None:
             return False
         digests, plain = found
@@ -215,12 +230,41 @@ class DiskDigests:
             self.plain = plain
             self.stale[:] = bytes(self.count)
             self.known = True
-        self._cached_key = identity_key(self.fd)
+            self.valid_key = key
+            self._foreign = False
+        self._cached_key = key
         return True
 
-    def _prime(self) -> None:
+    def _check_identity(self) -> tuple[int, ...]:
+        """(Paused.) The identity now; digests that no longer hold for it (a change none of
+        molpy's writes explains) are dropped and the disk's data regions marked stale."""
+        key = identity_key(self.fd)
+        with self._lock:
+            if self._foreign or (self.valid_key is not None and key != self.valid_key):
+                self.known = False
+                self.plain = None
+            if not self.known:
+                self._prime(key)
+        return key
+
+    def _confirm(self, key: tuple[int, ...]) -> None:
+        """After a pass that started at identity ``key``: the disk must not have changed
+        while it was read, or the digests hold for nothing."""
+        if identity_key(self.fd) != key:
+            with self._lock:
+                self.known = False
+                self.plain = None
+                self.valid_key = None
+            raise DigestError(errno.EAGAIN, f"disk {self.path}: it changed while molpy read it for "
+                                            f"its digest (another program writes it); try again "
+                                            f"when nothing else writes it")
+
+    def _prime(self, key: tuple[int, ...] | None = None) -> None:
         """(Under the lock.) Regions in holes get the digest of zeros, every region with
-        data is marked stale; the guest's marks made meanwhile stay (only ones are stored)."""
+        data is marked stale; the guest's marks made meanwhile stay (only ones are stored).
+        The digests to come hold for the identity observed now (``key``)."""
+        self.valid_key = key if key is not None else identity_key(self.fd)
+        self._foreign = False
         has_data = data_regions(self.fd, self.size, self.region)
         if self.count:
             self.digests[:] = _zero_digest(self.region) * self.count
@@ -331,6 +375,7 @@ class DiskDigests:
         self._pause()
         try:
             self._raise_error()
+            key = self._check_identity()
         except BaseException:
             self._resume()
             raise
@@ -359,6 +404,7 @@ class DiskDigests:
                 self._resume()
             if errors:
                 raise _as_digest_error(errors[0], self.path)
+            self._confirm(key)
             return self.root()
         return wait
 
@@ -378,9 +424,11 @@ class DiskDigests:
                 self._prime()
             if not plain:
                 return self.finish_later(label=label)()
+            key = self.valid_key
             total = self.stale.count(1) * self.region
             with _progress(label, total if total >= PROGRESS_MIN else 0) as progress:
                 self.plain = self._sequential(progress)
+            self._confirm(key)
         finally:
             self._resume()
         return self.root()
@@ -416,6 +464,8 @@ class DiskDigests:
             return False
         try:
             key = identity_key(self.fd)
+            if self._foreign or key != self.valid_key:
+                return False                  # changed under molpy: the digests hold for nothing
             if key == self._cached_key:
                 return True
             write_cache(folder, self.fd, self.size, self.region, self.digests, self.plain)
@@ -478,10 +528,12 @@ def cache_path(folder: str, key: tuple[int, ...]) -> str:
     return os.path.join(folder, CACHE_DIR, f"{key[0]:x}-{key[1]:x}.digest")
 
 
-def read_cache(folder: str, fd: int, size: int, region: int) -> tuple[bytes, str | None] | None:
+def read_cache(folder: str, fd: int, size: int, region: int,
+               key: tuple[int, ...] | None = None) -> tuple[bytes, str | None] | None:
     """(region digests, whole-disk SHA-256 or None) cached for the disk of ``fd`` as it is
-    now, with this region size; None when there is no such entry or it fails a check."""
-    key = identity_key(fd)
+    now (``key``: its identity, read before), with this region size; None when there is no
+    such entry or it fails a check."""
+    key = key or identity_key(fd)
     if stat.S_ISBLK(os.fstat(fd).st_mode):
         return None
     count = (size + region - 1) // region
@@ -489,6 +541,8 @@ def read_cache(folder: str, fd: int, size: int, region: int) -> tuple[bytes, str
         return None
     want = _CACHE.size + count * DIGEST + DIGEST
     try:
+        if not stat.S_ISDIR(os.lstat(os.path.join(folder, CACHE_DIR)).st_mode):
+            return None                         # a link planted there is not followed
         raw = read_limited(cache_path(folder, key), want, what="digest cache")
     except (OSError, HostFileError):
         return None
@@ -505,7 +559,7 @@ def write_cache(folder: str, fd: int, size: int, region: int, digests: bytes | b
                 plain: str | None) -> None:
     """Publish the digests for the disk of ``fd`` as it is now (atomically, by rename)."""
     key = identity_key(fd)
-    os.makedirs(os.path.join(folder, CACHE_DIR), exist_ok=True)
+    own_folder(folder, CACHE_DIR, what="molpy's digest cache folder")
     head = _CACHE.pack(CACHE_MAGIC, CACHE_VERSION, HAS_PLAIN if plain else 0, *key, region,
                        len(digests) // DIGEST, bytes.fromhex(plain) if plain else bytes(DIGEST))
     body = head + bytes(digests)
@@ -524,10 +578,32 @@ def write_cache(folder: str, fd: int, size: int, region: int, digests: bytes | b
     _prune(os.path.join(folder, CACHE_DIR))
 
 
-def _prune(folder: str) -> None:
-    """Keep the MAX_CACHED most recently written entries (disks come and go)."""
+_CACHE_NAME = re.compile(r"[0-9a-f]+-[0-9a-f]+\.digest")
+
+
+def _made_by_molpy(entry: os.DirEntry) -> bool:
+    """A cache entry molpy wrote: its name, a regular file of this user, its magic."""
+    if not _CACHE_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+        return False
     try:
-        entries = [e for e in os.scandir(folder) if e.name.endswith(".digest") and e.is_file(follow_symlinks=False)]
+        if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+            return False
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, len(CACHE_MAGIC), 0) == CACHE_MAGIC
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+
+
+def _prune(folder: str) -> None:
+    """Keep the MAX_CACHED most recently written entries (disks come and go). Only files
+    molpy made are counted and removed (named, owned and headed as its entries are)."""
+    try:
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            return
+        entries = [e for e in os.scandir(folder) if _made_by_molpy(e)]
         if len(entries) <= MAX_CACHED:
             return
         entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)

@@ -11,6 +11,10 @@ fsynced, renamed over the image (a crash leaves the old or the new image, never 
 one; bytes past 8 KiB are kept), and the image must be a regular file: a symbolic link,
 FIFO or folder at its name is refused at start, and the new file is created so that
 nothing planted at any name can redirect it (molpy.files).
+
+The image is locked (flock, exclusive) for the run's life, as disks are: a second molpy on
+the same image is refused naming the holder, so neither run's NVRAM change is lost. Each
+new image is locked before the rename gives it the name, so the lock never lapses.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import stat
 
-from ..files import HostFileError, NewFile, open_existing
+from ..files import FileLocked, HostFileError, NewFile, create_new, lock, open_existing
 from .device import Device, DeviceContext, DeviceError
 
 log = logging.getLogger("molpy.nvram")
@@ -62,11 +66,67 @@ def read_image(path: str) -> tuple[bytes, int | None]:
     return data + bytes(NVRAM_SIZE - len(data)), size
 
 
-def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),)) -> None:
-    """Replace ``regions`` of the image with ``data``'s bytes: a new file, fsynced, renamed."""
+def _open_locked(path: str, protected) -> tuple[int | None, bytes, int | None]:
+    """(descriptor, first 8 KiB, size or None when it was just made) of the image, locked
+    exclusively: a second molpy on the same image is refused naming the holder. A missing
+    image is created empty in place (O_EXCL: two runs starting at once cannot both make it);
+    the lock is taken on the file the name still holds after locking."""
+    for _ in range(8):
+        fd = _open_image(path)
+        made = False
+        if fd is None:
+            try:
+                fd = create_new(path, mode=0o600, what="nvram image")
+                made = True
+            except HostFileError as e:
+                if e.errno == errno.EEXIST:
+                    continue                      # another run made it meanwhile
+                return None, bytes(NVRAM_SIZE), None     # (MOL: the NVRAM starts blank; the
+                                                        # write at once below says why)
+        try:
+            st = os.fstat(fd)
+            hit = protected().get((st.st_dev, st.st_ino))
+            if hit is not None:
+                raise NvramError(f"nvram image {path} is {hit}: molpy does not write its NVRAM over it")
+            try:
+                lock(fd, True)
+            except FileLocked as e:
+                who = f" (pid {e.pid})" if e.pid else ""
+                raise NvramError(f"nvram image {path} is in use by another molpy{who}; two runs on one "
+                                 f"image would lose one's NVRAM changes: give this run its own image "
+                                 f"(-s nvram=FILE)") from None
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)                      # replaced while we locked it: again
+                continue
+            data = os.pread(fd, NVRAM_SIZE, 0)
+            return fd, data + bytes(NVRAM_SIZE - len(data)), None if made else st.st_size
+        except OSError as e:
+            os.close(fd)
+            raise NvramError(f"nvram image {path}: {e.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+    raise NvramError(f"nvram image {path}: another program keeps replacing it")
+
+
+def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),),
+                protected: dict | None = None, keep_locked: bool = False) -> int | None:
+    """Replace ``regions`` of the image with ``data``'s bytes: a new file, fsynced, renamed.
+    ``protected``: (device, inode) -> name of files the image must not be (the run's disks);
+    ``keep_locked``: the new file is locked before it gets the name, and its descriptor
+    returned (the caller closes it)."""
     old = _open_image(path)
     new = None
     try:
+        if old is not None and protected:
+            st = os.fstat(old)
+            hit = protected.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                raise HostFileError(path, f"is {hit}: molpy does not write its NVRAM over it", errno.EEXIST)
         mode = stat.S_IMODE(os.fstat(old).st_mode) if old is not None else 0o600
         new = NewFile(path, mode=mode, what="nvram image")
         image = bytearray(os.pread(old, NVRAM_SIZE, 0) if old is not None else b"")
@@ -82,7 +142,13 @@ def write_image(path: str, data: bytes, regions=((0, NVRAM_SIZE),)) -> None:
             os.pwrite(new.fd, chunk, offset)
             offset += len(chunk)
         os.fsync(new.fd)
+        if keep_locked:
+            lock(new.fd, True)
         new.publish()
+        if keep_locked:
+            kept, new.fd = new.fd, -1
+            return kept
+        return None
     except OSError as e:
         if new is not None:
             new.discard()
@@ -103,21 +169,26 @@ class Nvram(Device):
     def __init__(self, ctx: DeviceContext) -> None:
         config = ctx.config
         self.path = config.nvram
+        self._protected = ctx.protected_files
         self.writable = not config.inspect_only
         self.regions = OLDWORLD_REGIONS if config.boot_type == "oldworld" else ((0, NVRAM_SIZE),)
         self.data = bytearray(NVRAM_SIZE)
         self._on_disk: bytes | None = None        # what the image holds (its first 8 KiB)
         self._loaded = bytes(NVRAM_SIZE)
         self._dirty = False
+        self._fd: int | None = None               # the image, locked for this run's life
         if self.path:
-            image, size = read_image(self.path)
+            if self.writable:
+                self._fd, image, size = _open_locked(self.path, ctx.protected_files)
+            else:
+                image, size = read_image(self.path)
             self.data[:] = image
             self._on_disk = image
             if (size is None or size < NVRAM_SIZE) and self.writable:
                 # MOL: an image it could not read in full is written back at once
                 log.info("creating nvram image %s", self.path)
                 try:
-                    write_image(self.path, bytes(self.data))
+                    self._replace_image(bytes(self.data), ((0, NVRAM_SIZE),))
                     self._on_disk = bytes(self.data)
                 except NvramError as e:         # MOL went on with a blank NVRAM too
                     log.warning("%s; the NVRAM starts blank", e)
@@ -171,15 +242,27 @@ class Nvram(Device):
         if self._on_disk is not None and all(
                 current[s:s + n] == self._on_disk[s:s + n] for s, n in self.regions):
             return False
-        write_image(self.path, current, self.regions)
+        self._replace_image(current, self.regions)
         self._on_disk = current
         return True
+
+    def _replace_image(self, data: bytes, regions) -> None:
+        """A new image, locked before it appears, so the lock never lapses; the old one
+        (and its lock) is let go after the rename."""
+        new = write_image(self.path, data, regions, self._protected(), keep_locked=True)
+        old, self._fd = self._fd, new
+        if old is not None:
+            os.close(old)
 
     def close(self) -> None:
         try:
             self.write_back()
         except NvramError as e:
             log.error("%s", e)
+        finally:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
 
 def create(ctx: DeviceContext) -> Nvram:

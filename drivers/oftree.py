@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import struct
 
 from .cparse import SPACE, scan_integer, strtoul32
 from .device import DeviceError
@@ -37,7 +38,29 @@ PHANDLE_BASE = 0x1000          # mol_phandle values below this are refused (MOL'
 MAX_FILE = 16 << 20            # a tree file larger than this is refused
 MAX_DEPTH = 256                # nodes nested deeper than this are refused
 MAX_NODES = 65536              # the tree never holds more nodes (files, guests, sessions)
-MAX_BYTES = 64 << 20           # nor more property bytes in all
+# The tree's size is counted as its saved form (STATE_MAGIC format below: every node and
+# property record, header included), and bounded so that a save always fits the session's
+# chunk for device state (emulation.session.MAX_SMALL_CHUNK, 16 MiB: such chunks are read
+# into memory when a session opens). Limits that agree end to end: what a tree file or a
+# guest may build, a save can store and a resume can load. Real trees are about 100 KiB;
+# a guest needs about 4,000 set-property calls of 4 KiB to reach the limit.
+MAX_BYTES = (16 << 20) - 64
+MAX_UNIT = 4096                # a unit string (a guest's name@unit: within its 4096-byte string)
+STATE_MAGIC = b"MOLPYDT\x02"
+_HEAD = struct.Struct(">8sIII")           # magic, root index (or NONE), next phandle, nodes
+_NODE = struct.Struct(">IHiiiI")          # phandle, unit length (or NO_UNIT), parent, child, sibling, props
+_PROP = struct.Struct(">II")              # name length, value length
+NO_UNIT = 0xFFFF
+NONE = 0xFFFFFFFF
+
+
+def node_cost(unit: str | None) -> int:
+    """Bytes a node's record takes in the saved form (its properties not included)."""
+    return _NODE.size + (len(unit) if unit is not None else 0)
+
+
+def prop_cost(name: bytes, value: bytes) -> int:
+    return _PROP.size + len(name) + len(value)
 MAX_PATH = 255                 # MOL's package-to-path buffer holds 255 characters
 BLANK = " \t"
 _PAREN = re.compile(r"[()]")
@@ -174,9 +197,10 @@ class DeviceTree:
     # -- changes --
 
     def _charge(self, nbytes: int, nodes: int = 0) -> None:
-        if self.size + nbytes > MAX_BYTES or len(self.allnext) + nodes > MAX_NODES:
+        """Count ``nbytes`` more of the saved form (and ``nodes`` more nodes), or refuse."""
+        if self.size + nbytes > MAX_BYTES - _HEAD.size or len(self.allnext) + nodes > MAX_NODES:
             raise TreeError(f"the device tree would grow past {MAX_NODES} nodes or "
-                            f"{MAX_BYTES >> 20} MiB of properties")
+                            f"{(MAX_BYTES + 64) >> 20} MiB in its saved form")
         self.size += nbytes
 
     def set_property(self, dn: Node, name: bytes, value: bytes) -> None:
@@ -187,14 +211,16 @@ class DeviceTree:
                 self._charge(len(value) - len(entry[1]))
                 entry[1] = bytes(value)
                 return
-        self._charge(len(name) + len(value))
+        self._charge(prop_cost(name, value))
         dn.props.insert(0, [bytes(name), bytes(value)])
 
     def add_node(self, parent: Node, name: bytes) -> Node:
         """MOL's prom_add_node: ``name@unit`` splits; the node becomes the first child and
         follows its parent in allnext; it takes the next counted phandle."""
-        self._charge(0, 1)
         base, at, unit = name.partition(b"@")
+        if len(unit) > MAX_UNIT:
+            raise TreeError(f"create-node: a unit string of {len(unit)} bytes (at most {MAX_UNIT})")
+        self._charge(node_cost(unit.decode("latin-1") if at else None), 1)
         dn = Node(self.next_phandle, unit.decode("latin-1") if at else None)
         self.next_phandle = (self.next_phandle + 1) & 0xFFFFFFFF
         dn.parent = parent
@@ -223,9 +249,8 @@ class DeviceTree:
         return par
 
     def delete_node(self, dn: Node) -> None:
-        """MOL's prom_delete_node: the node and its subtree leave the tree."""
-        while dn.child is not None:
-            self.delete_node(dn.child)
+        """MOL's prom_delete_node: the node and its subtree leave the tree (no recursion and
+        one pass over allnext, however deep or wide the subtree)."""
         if dn.parent is not None:
             link = dn.parent
             if link.child is dn:
@@ -236,8 +261,20 @@ class DeviceTree:
                     c = c.sibling
                 if c is not None:
                     c.sibling = dn.sibling
-        self.allnext.remove(dn)
-        self.size -= sum(len(n) + len(v) for n, v in dn.props)
+        gone: set[int] = set()
+        stack = [dn]
+        while stack:
+            n = stack.pop()
+            if id(n) in gone:
+                continue
+            gone.add(id(n))
+            self.size -= node_cost(n.unit) + sum(prop_cost(k, v) for k, v in n.props)
+            c = n.child
+            while c is not None:
+                stack.append(c)
+                c = c.sibling
+            n.child = None
+        self.allnext = [n for n in self.allnext if id(n) not in gone]
         self.changed()
 
     def import_nodes(self, parent: Node, text: bytes, where: str) -> Node | None:
@@ -268,6 +305,79 @@ class DeviceTree:
         return json.dumps({"root": ref(self.root), "next": self.next_phandle, "nodes": nodes},
                           separators=(",", ":")).encode()
 
+    def to_bytes(self) -> bytes:
+        """The saved form (session state version 2): binary, its length what ``size`` counts."""
+        index = {id(n): i for i, n in enumerate(self.allnext)}
+
+        def ref(n: Node | None) -> int:
+            return -1 if n is None else index[id(n)]
+
+        out = [_HEAD.pack(STATE_MAGIC, NONE if self.root is None else index[id(self.root)],
+                          self.next_phandle, len(self.allnext))]
+        for n in self.allnext:
+            unit = n.unit.encode("latin-1") if n.unit is not None else b""
+            out.append(_NODE.pack(n.phandle, NO_UNIT if n.unit is None else len(unit), ref(n.parent),
+                                  ref(n.child), ref(n.sibling), len(n.props)))
+            out.append(unit)
+            for k, v in n.props:
+                out.append(_PROP.pack(len(k), len(v)))
+                out.append(k)
+                out.append(v)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DeviceTree":
+        """A saved tree in the binary form, every field checked, every length bounded by
+        what is left (the file is untrusted); the links must form one tree under the root."""
+        view = memoryview(data)
+        if len(view) < _HEAD.size:
+            raise TreeError("damaged device tree state (too short)")
+        magic, root, nxt, count = _HEAD.unpack_from(view)
+        if magic != STATE_MAGIC:
+            raise TreeError("damaged device tree state (not molpy's tree format)")
+        if count > MAX_NODES:
+            raise TreeError("the node list is too long")
+        tree = cls()
+        tree.next_phandle = nxt
+        tree.allnext = [Node() for _ in range(count)]
+        pos = _HEAD.size
+
+        def get(i: int) -> Node | None:
+            if not -1 <= i < count:
+                raise TreeError(f"bad node reference {i!r}")
+            return None if i < 0 else tree.allnext[i]
+
+        def take(n: int) -> bytes:
+            nonlocal pos
+            if pos + n > len(view):
+                raise TreeError("damaged device tree state (it ends inside a record)")
+            pos += n
+            return bytes(view[pos - n:pos])
+
+        for node in tree.allnext:
+            ph, ulen, parent, child, sibling, nprops = _NODE.unpack(take(_NODE.size))
+            node.phandle = ph
+            if ulen != NO_UNIT:
+                if ulen > MAX_UNIT:
+                    raise TreeError("bad unit string")
+                node.unit = take(ulen).decode("latin-1")
+            tree._charge(node_cost(node.unit))
+            node.parent, node.child, node.sibling = get(parent), get(child), get(sibling)
+            if nprops * _PROP.size > len(view) - pos:
+                raise TreeError("damaged device tree state (more properties than bytes)")
+            for _ in range(nprops):
+                klen, vlen = _PROP.unpack(take(_PROP.size))
+                name, value = take(klen), take(vlen)
+                tree._charge(prop_cost(name, value))
+                node.props.append([name, value])
+        if pos != len(view):
+            raise TreeError("damaged device tree state (bytes after the last node)")
+        tree.root = None if root == NONE else get(root)
+        if root != NONE and tree.root is None:
+            raise TreeError(f"bad node reference {root!r}")
+        tree._check_links()
+        return tree
+
     @classmethod
     def from_json(cls, data: bytes) -> "DeviceTree":
         """A saved tree, every field checked: the links must form one tree under the root."""
@@ -289,15 +399,17 @@ class DeviceTree:
             for node, entry in zip(tree.allnext, raw):
                 phandle, unit, parent, child, sibling, props = entry
                 node.phandle = _u32(phandle)
-                if unit is not None and (not isinstance(unit, str) or len(unit) > 99):
+                if unit is not None and (not isinstance(unit, str) or len(unit) > MAX_UNIT
+                                         or max(map(ord, unit), default=0) > 0xFF):
                     raise TreeError("bad unit string")
                 node.unit = unit
+                tree._charge(node_cost(unit))
                 node.parent, node.child, node.sibling = get(parent), get(child), get(sibling)
                 if not isinstance(props, list):
                     raise TreeError("bad property list")
                 for k, v in props:
                     name, value = bytes.fromhex(k), bytes.fromhex(v)
-                    tree._charge(len(name) + len(value))
+                    tree._charge(prop_cost(name, value))
                     node.props.append([name, value])
             tree.root = get(doc["root"])
         except TreeError:
@@ -326,14 +438,20 @@ class DeviceTree:
                 c = c.sibling
         if len(seen) != len(self.allnext):
             raise TreeError("saved tree has nodes outside the tree")
+        # every parent chain ends: each node is walked once (chains already known to end
+        # stop the walk), so a 65,536-deep chain costs 65,536 steps, not their square
+        ends: set[int] = {id(None)}
         for node in self.allnext:
-            steps = 0
-            p = node.parent
-            while p is not None:
-                steps += 1
-                if steps > len(self.allnext):
+            path: list[Node] = []
+            on_path: set[int] = set()
+            p: Node | None = node
+            while id(p) not in ends:
+                if id(p) in on_path:
                     raise TreeError("saved tree has a parent loop")
+                on_path.add(id(p))
+                path.append(p)
                 p = p.parent
+            ends.update(on_path)
 
 
 def _u32(v) -> int:
@@ -457,7 +575,11 @@ class _Parser:
         self.where = where
 
     def parse(self) -> Node | None:
+        self._made: list[Node] = []
         first, _ = self._level(0, None, 0)
+        # MOL puts each node it reads first in allnext: the newest first, before the old
+        # ones (one splice, not an insert at the front per node)
+        self.tree.allnext[0:0] = self._made[::-1]
         return first
 
     def _level(self, pos: int, parent: Node | None, depth: int) -> tuple[Node | None, int]:
@@ -483,7 +605,7 @@ class _Parser:
             pos = end + 1
             if child >= 0:
                 dn.child, pos = self._level(child, dn, depth + 1)
-            self.tree.allnext.insert(0, dn)
+            self._made.append(dn)
             if last is None:
                 first = dn
             else:
@@ -493,12 +615,13 @@ class _Parser:
 
     def _build(self, body: str) -> Node:
         tree = self.tree
-        tree._charge(0, 1)
+        tree._charge(0, 1 + len(self._made))          # (the nodes read so far join allnext at the end)
         dn = Node()
         found = _find_key(body, 0, "unit_string")
         if found:
             words = _words(body, found[0], (99,))
             dn.unit = words[0] if words else ""
+        tree._charge(node_cost(dn.unit))
         found = _find_key(body, 0, "mol_phandle")
         if found:
             got = scan_integer(body, found[0], 16)
@@ -536,7 +659,7 @@ class _Parser:
                 log.warning("%s: data format %r of property %r is not one MOL knows",
                             self.where, fmt, name)
             name_b = name.encode("latin-1")
-            tree._charge(len(name_b) + len(value))
+            tree._charge(prop_cost(name_b, value))
             dn.props.append([name_b, value])
         return dn
 

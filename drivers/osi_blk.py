@@ -314,6 +314,8 @@ class OsiBlk(Device):
                 try:
                     if write:
                         u.dirty = True
+                        if u.watch is not None:
+                            u.watch.before_write()
                         try:
                             u.backend.write(offset + done, buf)
                         finally:                 # after the data: its regions are stale
@@ -574,6 +576,11 @@ class OsiBlk(Device):
                     m["digest"] = job()
             except OSError as e:
                 raise SessionError(str(e)) from None
+            for m, u in zip(disks, self.units):      # the marker names what was verified
+                if self.marker(u, m["unit"])["mtime_ns"] != m["mtime_ns"] or \
+                        u.backend.identity().inode != m["inode"]:
+                    raise SessionError(f"disk {m['path']}: it changed while the session was saved "
+                                       f"(another program writes it); save again when nothing else does")
             return encode()
         return Later(len(encode()), finish)
 
@@ -740,6 +747,17 @@ class OsiBlk(Device):
             else:
                 u.backend.drop_changes()
             u.dirty = False
+
+    def open_files(self) -> list[tuple[int, str]]:
+        """(descriptor, what it is) of every disk and -cow overlay (no file molpy writes may be one)."""
+        found = []
+        for u in self.units:
+            disk = u.backend.disk()
+            found.append((disk.fd, f"the disk {disk.path}"))
+            overlay = getattr(u.backend, "overlay", None)
+            if overlay is not None:
+                found.append((overlay.fd, f"the -cow overlay {overlay.path}"))
+        return found
 
     def close(self) -> None:
         """Every disk's digests are cached when they are complete (a disk read once, not

@@ -77,13 +77,49 @@ def lock_holder(fd: int) -> int | None:
 
 
 def data_dir() -> str:
-    """molpy's own folder: demo disk, default session, log ($MOLPY_HOME overrides)."""
+    """molpy's own folder: demo disk, default session, log ($MOLPY_HOME overrides). Created
+    0700; a symbolic link at its name is not followed (molpy would write where it points)."""
     home = os.environ.get("MOLPY_HOME")
     if not home:
         xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
         home = os.path.join(xdg, "molpy")
-    os.makedirs(home, exist_ok=True)
-    return home
+    home = os.path.abspath(home)
+    parent = os.path.dirname(home)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    return own_folder(parent, os.path.basename(home), what="molpy's data folder")
+
+
+def own_folder(parent: str, name: str, *, what: str = "molpy's folder") -> str:
+    """``parent/name``, a folder of molpy's own: created 0700 when missing, and refused
+    (HostFileError, one line) when a symbolic link, another kind of file, or a folder of
+    another user is at the name, so that nothing planted there can redirect molpy's files
+    (or its pruning) into someone else's folder."""
+    path = os.path.join(parent, name)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise HostFileError(path, f"cannot create {what}: {e.strerror}", e.errno) from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                kind = kind_of(os.lstat(path).st_mode)
+            except OSError:
+                kind = "not a folder"
+            raise HostFileError(path, f"{what} is {kind}; molpy does not follow it (remove it: "
+                                      f"molpy makes the folder itself)", errno.ELOOP) from None
+        raise HostFileError(path, f"cannot open {what}: {e.strerror}", e.errno) from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if st.st_uid != os.getuid():
+        raise HostFileError(path, f"{what} belongs to another user (uid {st.st_uid}); molpy uses only its own")
+    return path
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),

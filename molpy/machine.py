@@ -130,8 +130,25 @@ class Machine:
         self.timebase.register_osi(self.osi)
         self.device_context = DeviceContext(
             config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
-            code_changed=self.cpu.code_changed, request_exit=self.request_exit)
+            code_changed=self.cpu.code_changed, request_exit=self.request_exit,
+            protected_files=self._protected_files)
         self.devices = create_devices(self.device_context)
+
+    def _protected_files(self) -> dict[tuple[int, int], str]:
+        """The files this machine has open that nothing molpy writes may be (by device and
+        inode): every disk, every -cow overlay, the session it runs from."""
+        found: dict[tuple[int, int], str] = {}
+        opened = [(fd, what) for dev in getattr(self, "devices", [])
+                  for fd, what in getattr(dev, "open_files", lambda: [])()]
+        if self._session is not None:
+            opened.append((self._session.fd, f"the session file {self.config.session_file}"))
+        for fd, what in opened:
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            found.setdefault((st.st_dev, st.st_ino), what)
+        return found
 
     # -- boot --
 

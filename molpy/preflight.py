@@ -32,16 +32,135 @@ def not_a_regular_file(path: str, what: str) -> str | None:
     return f"{path} is {kind_of(st.st_mode)}, not a {what}"
 
 
-def problems(mconf, *, deep: bool = False, notes: list[str] | None = None) -> list[str]:
+def problems(mconf, *, deep: bool = False, notes: list[str] | None = None,
+             log: str | None = None) -> list[str]:
     """Every problem a run of ``mconf`` would meet; ``deep`` also reads the files' contents
-    (and a disk accepted by a content check adds a line to ``notes``)."""
+    (and a disk accepted by a content check adds a line to ``notes``). ``log``: the file
+    the guest's log goes to (``--log``)."""
     found: list[str] = []
     found += elf_problems("bootfile", mconf.bootfile, mconf, deep)
     found += elf_problems("of_image", mconf.of_image, mconf, deep)
     disks = disk_problems(mconf)
     found += disks
     found += cow_dir_problems(mconf)
+    found += nvram_problems(mconf)
+    found += oftree_problems(mconf) if deep else []
+    found += written_file_problems(mconf, log)
     found += session_problems(mconf, deep and not disks, notes)   # the match needs the disks
+    return found
+
+
+def nvram_problems(mconf) -> list[str]:
+    """The run's rules for the ``nvram:`` image, applied by --check too: a regular file (not
+    a link, FIFO or folder), read as the run reads it (so /proc/self/mem fails here too),
+    in a folder molpy can write the new image into."""
+    path = mconf.nvram
+    if not path:
+        return []
+    from .drivers.nvram import NvramError, read_image
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        return [f"nvram {path}: {e.strerror}"]
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            return [f"nvram {path} is a symbolic link; molpy does not follow it here (name the image itself)"]
+        if not stat.S_ISREG(st.st_mode):
+            return [f"nvram {path} is {kind_of(st.st_mode)}, not an NVRAM image"]
+        try:
+            read_image(path)
+        except NvramError as e:
+            return [str(e)]
+    return []
+
+
+def oftree_problems(mconf) -> list[str]:
+    """--check reads the ``oftree`` file as a run does: a file over the tree's limits
+    (oftree.MAX_BYTES in its saved form, MAX_NODES nodes) is named here, not at boot."""
+    path = mconf.oftree
+    if not path:
+        return []
+    from .drivers.devtree import read_tree_file
+    from .drivers.oftree import TreeError, parse_tree
+    import logging
+    quiet = logging.getLogger("molpy.oftree")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)                # (the parse's notes are the run's to give)
+    try:
+        parse_tree(read_tree_file(path), path)
+    except TreeError as e:
+        return [f"oftree {e}"]
+    except OSError as e:
+        return [f"oftree {path}: {e.strerror or e}"]
+    finally:
+        quiet.setLevel(level)
+    return []
+
+
+def _file_id(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def protected_files(mconf) -> dict[tuple[int, int], str]:
+    """(device, inode) -> what it is, for every file of the run molpy must never write over:
+    the disks, their -cow overlays, the session file."""
+    from .drivers.overlays import overlay_name
+    from .files import data_dir
+
+    found: dict[tuple[int, int], str] = {}
+    for spec in mconf.blkdevs:
+        key = _file_id(spec.path)
+        if key is not None:
+            found.setdefault(key, f"the disk {spec.path}")
+        if spec.cow:
+            folder = mconf.cow_dir or data_dir()
+            stem = overlay_name(spec.path)[:-len(".cow")]
+            try:
+                names = [e.name for e in os.scandir(folder) if e.name.startswith(stem)]
+            except OSError:
+                names = []
+            for name in names:
+                key = _file_id(os.path.join(folder, name))
+                if key is not None:
+                    found.setdefault(key, f"the -cow overlay {os.path.join(folder, name)} of {spec.path}")
+    key = _file_id(mconf.session_file)
+    if key is not None:
+        found.setdefault(key, f"the session file {mconf.session_file}")
+    return found
+
+
+def written_file_problems(mconf, log: str | None = None) -> list[str]:
+    """A file molpy writes (the NVRAM image, the log, the session file) that is one of the
+    run's disks or overlays, or the session: compared by device and inode, not by name, so
+    a second name or a hard link is caught too."""
+    from .files import data_dir
+
+    protected = protected_files(mconf)
+    writers = []
+    if mconf.nvram and not mconf.inspect_only:
+        writers.append(("nvram", mconf.nvram, "its NVRAM"))
+    if log != "-":
+        writers.append(("the log", log or os.path.join(data_dir(), "molpy.log"), "the guest's log"))
+    if mconf.session_file and not mconf.session_readonly:
+        writers.append(("session_file", mconf.session_file, "the session (F12)"))
+    found = []
+    for i, (key, path, what) in enumerate(writers):
+        ident = _file_id(path)
+        if ident is None:
+            continue
+        hit = protected.get(ident)
+        if hit is None:
+            hit = next((f"the {k2} file {p2}" for k2, p2, _ in writers[:i] if _file_id(p2) == ident), None)
+        if hit is not None and not (key == "session_file" and hit.startswith("the session file")):
+            found.append(f"{key} {path} is {hit}: molpy would write {what} over it; name another file")
     return found
 
 

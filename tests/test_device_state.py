@@ -176,11 +176,11 @@ def test_version_1_states_of_the_previous_molpy_still_load(tmp_path):
     s.close()
     from molpy.emulation.session import write_session
     m = Machine(dataclasses.replace(conf, session_file=None))
-    devices = [(d.kind, d.instance, d.save_state()) for d in m.devices]
+    devices = [(d.kind, d.instance, d.tree.to_json() if d.kind == "OFTR" else d.save_state()) for d in m.devices]
     m.close()
     devices = [(k, i, v1_ablk if k == "ABLK" else v1_cons if k == "CONS" else b) for k, i, b in devices]
     write_session(str(path), memoryview(bytearray(ram)), cpu, devices, "",
-                  versions={("ABLK", 0): 1, ("CONS", 0): 1})
+                  versions={("ABLK", 0): 1, ("CONS", 0): 1, ("OFTR", 0): 1})   # OFTR 1: hex in JSON
     m = Machine.from_session(str(path), dataclasses.replace(conf, session_readonly=True), BufferConsole())
     try:
         u = next(d for d in m.devices if d.kind == "ABLK").units[0]

@@ -212,7 +212,7 @@ def save(machine, frontend) -> bool:
     return True
 
 
-def check(config, mconf, notes: list[str] | None = None) -> int:
+def check(config, mconf, notes: list[str] | None = None, log: str | None = None) -> int:
     """``--check``: what a run would use, and every problem it would meet."""
     from ..molrc.errors import printable
     from ..progress import bars_on_terminal
@@ -223,7 +223,7 @@ def check(config, mconf, notes: list[str] | None = None) -> int:
         print("\n".join(printable(f"note: {n}") for n in notes))
     bars_on_terminal()
     disk_notes: list[str] = []
-    found = report_problems(mconf, disk_notes)
+    found = report_problems(mconf, disk_notes, log)
     if disk_notes:
         print("\n".join(printable(f"note: {n}") for n in disk_notes))
     if found:
@@ -271,25 +271,25 @@ def describe_mol_config(config, mconf, notes: list[str]) -> None:
         say(n)
 
 
-def report_problems(mconf, notes: list[str] | None = None) -> list[str]:
+def report_problems(mconf, notes: list[str] | None = None, log: str | None = None) -> list[str]:
     """Every problem ``preflight`` finds, deep (ELF, session markers), one line each on stderr;
     disks accepted by a content check go to ``notes``."""
     from ..preflight import problems
 
     from ..molrc.errors import printable
 
-    found = problems(mconf, deep=True, notes=notes)
+    found = problems(mconf, deep=True, notes=notes, log=log)
     for problem in found:
         say(printable(f"molpy: error: {problem}"))
     return found
 
 
-def refuse_problems(mconf) -> None:
+def refuse_problems(mconf, log: str | None = None) -> None:
     """Before a run opens anything: the first problem, as the run's one-line error."""
     from ..molrc.errors import printable
     from ..preflight import problems
 
-    found = problems(mconf)
+    found = problems(mconf, log=log)
     if found:
         more = f" (and {len(found) - 1} more: 'molpy run --check' lists them)" if len(found) > 1 else ""
         raise CommandError(printable(found[0] + more))
@@ -333,9 +333,9 @@ def main(args: argparse.Namespace) -> int:
     config, mconf = load_machine_config(args.config, args.set, mol_lib=args.mol_lib, mol_etc=args.mol_etc,
                                         warn=notes.append if args.check else None)
     if args.check:
-        return check(config, mconf, notes)
+        return check(config, mconf, notes, args.log)
     port = gdb_port(args, config)
-    refuse_problems(mconf)
+    refuse_problems(mconf, args.log)
     setup_logging(args.log, args.verbose)
     from ..progress import bars_on_terminal
     bars_on_terminal()
