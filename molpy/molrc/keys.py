@@ -46,7 +46,7 @@ GROUPS: dict[str, frozenset[str]] = {
     "Mac OS drivers, ROM and boot options": frozenset({
         "drv", "dbin", "drv_postfix", "osi_misc_driver", "osi_blk_driver", "osi_tty_driver",
         "newworld_rom", "rom_image", "bootx_image", "_of_interface",
-        "elf_image", "kernel", "mbflags", "mount_mol_disk", "cdboot", "altconfig", "config", "cmdline",
+        "elf_image", "mbflags", "mount_mol_disk", "cdboot", "altconfig", "config", "cmdline",
         "load_only", "zap_nvram", "autoboot", "disable_altivec", "processor", "drivers"}),
     "user access": frozenset({"allow", "deny"}),
 }
