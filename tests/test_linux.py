@@ -59,7 +59,7 @@ def test_boot_write_f12_then_readonly_cow_resumes(linux):
         pty.read_until(b"# ", 60)
         shell(pty, "uname -a", b"Linux (none) 6.1")
         shell(pty, "echo kept across F12 > /kept.txt", b"# ")
-        shell(pty, "cat /kept.txt", b"kept across F12\r\n")
+        shell(pty, "cat /kept.txt", b"kept across F12")
         shell(pty, "cat /proc/cpuinfo", b"platform\t: molpy")
         pty.send(F12)
         pty.read_until(b"session saved", 30)
@@ -78,9 +78,9 @@ def test_boot_write_f12_then_readonly_cow_resumes(linux):
         pty = Pty("run", "-f", str(rc), cwd=tmp)
         try:
             pty.read_until(b"resumed session", 30)
-            shell(pty, "cat /kept.txt", b"kept across F12\r\n")
+            shell(pty, "cat /kept.txt", b"kept across F12")
             shell(pty, f"echo run {n} > /run.txt", b"# ")
-            shell(pty, "cat /run.txt", f"run {n}\r\n".encode())
+            shell(pty, "cat /run.txt", f"run {n}".encode())
             shell(pty, "uname -a", b"Linux (none) 6.1")
             pty.send(f"exit {n + 4}\n".encode())
             assert pty.wait(30) == n + 4
