@@ -61,6 +61,11 @@ def test_boot_write_f12_then_readonly_cow_resumes(linux):
         shell(pty, "echo kept across F12 > /kept.txt", b"# ")
         shell(pty, "cat /kept.txt", b"kept across F12")
         shell(pty, "cat /proc/cpuinfo", b"platform\t: molpy")
+        # OPEN: after `sync` the host image still lacks the new directory entry and
+        # bitmaps (e2fsck: unattached inode); after the kernel's 5 s writeback it is
+        # clean. Until sync is understood, wait for writeback (guest time) before F12.
+        shell(pty, "sync", b"# ")
+        shell(pty, "sleep 7", b"# ", 40)
         pty.send(F12)
         pty.read_until(b"session saved", 30)
         assert pty.wait(30) == 0
