@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, run_cli
+from pathlib import Path
+
 from molpy import engine
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _without_engine(tmp_path) -> dict:
@@ -49,14 +52,14 @@ def test_unicorn_imported_before_molpy_is_named_as_the_cause():
     assert "imported before molpy" in done.stdout and engine.built() in done.stdout, done.stdout + done.stderr
 
 
-def test_a_bad_sdist_is_refused_before_anything_is_built(tmp_path):
+def test_a_bad_sdist_is_refused_before_anything_is_built(tmp_path, cli):
     bad = tmp_path / "unicorn-2.1.4.tar.gz"
     bad.write_bytes(b"not Unicorn")
     env = {"MOLPY_ENGINE_CACHE": str(tmp_path / "cache")}
-    done = run_cli("engine", "build", "--sdist", str(bad), env=env)
+    done = cli("engine", "build", "--sdist", str(bad), env=env)
     assert done.returncode == 2 and b"sha256" in done.stderr and b"Traceback" not in done.stderr
     assert not (tmp_path / "cache" / engine.build_key()).exists()
-    missing = run_cli("engine", "build", "--sdist", str(tmp_path / "absent.tar.gz"), env=env)
+    missing = cli("engine", "build", "--sdist", str(tmp_path / "absent.tar.gz"), env=env)
     assert missing.returncode == 2 and b"no such file" in missing.stderr
 
 

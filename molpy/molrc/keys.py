@@ -21,6 +21,7 @@ SERVED = frozenset({
     "macos_rompath", "macos_rompath_", "ppc601_cpu", "ppc603_cpu", "ppc604_cpu", "ppc750_cpu",
     "ppc7400_cpu", "ppc7410_cpu", "adjust_time",
     "kernel", "initrd", "dtb",   # Linux on molpy (docs/linux.md)
+    "gdb",      # molpy's GDB stub port (docs/gdb.md)
 })
 
 # MOL's keys for what molpy does not serve, by what they are about
