@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .engine import EngineError
 
-COMMANDS = ("run", "cow", "img", "session", "fleet", "engine")   # modules of molpy.commands, each with add_parser() and main()
+COMMANDS = ("run", "cow", "img", "session", "fleet", "engine", "linux")   # modules of molpy.commands, each with add_parser() and main()
 
 from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
 

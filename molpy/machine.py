@@ -84,6 +84,9 @@ class MachineConfig:
     boot_type: str | None = None    # MOL's boot_method (by default its boot_type): newworld, osx ...
     session_id: int | None = None   # MOL's session number (it does not name the session file)
     resources: dict[str, list[list[str]]] = field(default_factory=dict)  # key -> words of each definition
+    kernel: str | None = None       # a Linux vmlinux (docs/linux.md); "linux" = molpy linux build's
+    initrd: str | None = None
+    dtb: str | None = None          # a flattened device tree instead of the generated one
 
     @classmethod
     def from_config(cls, config) -> "MachineConfig":
@@ -98,7 +101,9 @@ class MachineConfig:
                    config_checksum=config.checksum(), of_image=config.get_path("of_image"),
                    oftree=config.get_path("oftree"), nvram=config.get_path("nvram"),
                    pseudofiles=values.pseudofiles(config), boot_type=values.boot_method(config),
-                   session_id=values.session_number(config), resources=config.resources)
+                   session_id=values.session_number(config), resources=config.resources,
+                   kernel=config.get("kernel") if config.get("kernel") == "linux" else config.get_path("kernel"),
+                   initrd=config.get_path("initrd"), dtb=config.get_path("dtb"))
 
 
 class Machine:
@@ -157,10 +162,30 @@ class Machine:
 
         What boots: ``bootfile`` given here, else molpy's ``bootfile`` key, else MOL's
         firmware (``of_image``, as MOL's newworld boot did), else the bundled demo guest."""
-        path = bootfile or self.config.bootfile or self.config.of_image or str(boot.demo_guest())
         args = self.config.boot_args if boot_args is None else boot_args
+        if self.config.kernel and not bootfile:
+            state = self._boot_linux(args)
+            self.set_state(state, FRESH_TIMEBASE)
+            return
+        path = bootfile or self.config.bootfile or self.config.of_image or str(boot.demo_guest())
         state = boot.load(self.memory, path, args)
         self.set_state(state, FRESH_TIMEBASE)
+
+    def _boot_linux(self, args: str) -> CpuState:
+        """A Linux kernel: without boot_args, console on hvc0 and root on the -boot disk."""
+        from .linux import boot as linux_boot
+
+        if not args:
+            unit = 0
+            for dev in self.devices:
+                for i, u in enumerate(getattr(dev, "units", []) if dev.kind == "ABLK" else []):
+                    if u.flags & 8:          # the boot hint
+                        unit = i
+                        break
+            args = f"console=hvc0 root=/dev/mblk{unit} rw"
+        kernel = linux_boot.resolve_kernel(self.config.kernel)
+        return linux_boot.load_kernel(self.memory, kernel, args, cpu=self.config.cpu,
+                                      initrd=self.config.initrd, dtb=self.config.dtb)
 
     # -- called from the interrupt hook --
 

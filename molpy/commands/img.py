@@ -30,6 +30,12 @@ def add_parser(sub) -> None:
                    "guest linked at 4 MiB, demo_of.elf)")
     h.add_argument("--name", default="molpy boot", help="the volume name (default 'molpy boot')")
     h.set_defaults(func=hfs)
+    lx = cmds.add_parser("linux", help="make an ext2 root disk with molpy's Linux shell as /sbin/init",
+                         description="Compile guest/linux/userland/init.c (static, cross gcc) and make "
+                                     "an ext2 image holding it with mke2fs -d (docs/linux.md).")
+    lx.add_argument("file", help="the image to create (must not exist)")
+    lx.add_argument("--size", type=int, default=16, metavar="MIB", help="size in MiB (default 16)")
+    lx.set_defaults(func=linux_disk)
     i = cmds.add_parser("info", help="size and allocation of an image",
                         description="Show an image's size, the space it takes on the host and, when "
                                     "it is a molpy demo disk, its boot count.")
@@ -70,6 +76,18 @@ def hfs(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     print(f"created {args.file}: {_human(size)}, Apple partition map, HFS volume '{args.name}' "
           f"with a blessed System Folder booting {args.rom or 'the demo guest'}")
+    return 0
+
+
+def linux_disk(args: argparse.Namespace) -> int:
+    from ..linux.build import BuildError
+    from ..linux.rootfs import make_disk
+
+    try:
+        make_disk(args.file, args.size)
+    except BuildError as e:
+        raise CommandError(f"img linux: {e}") from None
+    print(args.file)
     return 0
 
 

@@ -20,6 +20,7 @@ SERVED = frozenset({
     # read by the firmware services: BOOT_HELPER's string lookups, the CPU node, local time
     "macos_rompath", "macos_rompath_", "ppc601_cpu", "ppc603_cpu", "ppc604_cpu", "ppc750_cpu",
     "ppc7400_cpu", "ppc7410_cpu", "adjust_time",
+    "kernel", "initrd", "dtb",   # Linux on molpy (docs/linux.md)
     "gdb",      # molpy's GDB stub port (docs/gdb.md)
 })
 
@@ -46,7 +47,7 @@ GROUPS: dict[str, frozenset[str]] = {
     "Mac OS drivers, ROM and boot options": frozenset({
         "drv", "dbin", "drv_postfix", "osi_misc_driver", "osi_blk_driver", "osi_tty_driver",
         "newworld_rom", "rom_image", "bootx_image", "_of_interface",
-        "elf_image", "kernel", "mbflags", "mount_mol_disk", "cdboot", "altconfig", "config", "cmdline",
+        "elf_image", "mbflags", "mount_mol_disk", "cdboot", "altconfig", "config", "cmdline",
         "load_only", "zap_nvram", "autoboot", "disable_altivec", "processor", "drivers"}),
     "user access": frozenset({"allow", "deny"}),
 }

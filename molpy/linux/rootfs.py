@@ -1,0 +1,51 @@
+"""``molpy img linux FILE``: an ext2 root disk holding molpy's /sbin/init shell.
+
+The init (guest/linux/userland/init.c) is compiled here with the cross gcc against
+Debian's cross glibc (static), so no third-party binary is kept in the tree; the disk
+is made by e2fsprogs' ``mke2fs -d`` from a staging folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .build import CROSS, BuildError, source_dir
+
+
+def build_init(out: Path) -> None:
+    src = source_dir() / "userland" / "init.c"
+    if not src.is_file():
+        raise BuildError(f"{src}: missing (molpy img linux runs from a molpy source tree)")
+    if shutil.which(CROSS + "gcc") is None:
+        raise BuildError(f"{CROSS}gcc not found (install gcc-powerpc-linux-gnu)")
+    r = subprocess.run([CROSS + "gcc", "-static", "-Os", "-Wall", "-o", str(out), str(src)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise BuildError(f"compiling {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
+
+
+def make_disk(path: str, size_mib: int = 16) -> None:
+    """A fresh ext2 image at ``path`` (refused when it exists: nothing is overwritten)."""
+    if size_mib < 2 or size_mib > 65536:
+        raise BuildError(f"--size {size_mib}: between 2 and 65536 MiB")
+    if os.path.exists(path):
+        raise BuildError(f"{path}: exists; molpy does not overwrite a disk")
+    if shutil.which("mke2fs") is None:
+        raise BuildError("mke2fs not found (install e2fsprogs)")
+    with tempfile.TemporaryDirectory(prefix="molpy-rootfs-") as tmp:
+        stage = Path(tmp) / "root"
+        for d in ("sbin", "proc", "dev", "tmp"):
+            (stage / d).mkdir(parents=True)
+        build_init(stage / "sbin" / "init")
+        r = subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", str(stage),
+                            path, f"{size_mib}M"], capture_output=True, text=True)
+        if r.returncode:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise BuildError(f"mke2fs failed: {r.stderr.strip()}")

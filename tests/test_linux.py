@@ -1,0 +1,106 @@
+"""Linux on molpy, end to end on a pty: boot molpy's kernel from an osi_blk ext2 root,
+use its shell, F12, resume a read-only session with -cow, exit with a status.
+
+Needs the kernel `molpy linux build` makes (about 8 minutes once; .ci/run builds it):
+without it these tests are skipped, and the skip says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import subprocess
+import time
+
+import pytest
+
+from molpy.linux.build import cached_vmlinux
+from molpy.linux.rootfs import make_disk
+
+from test_terminal import Pty
+
+F12 = b"\x1b[24~"
+pytestmark = pytest.mark.skipif(cached_vmlinux() is None,
+                                reason="molpy's Linux kernel is not built: run 'molpy linux build'")
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shell(pty: Pty, line: str, expect: bytes, timeout: float = 30) -> None:
+    start = len(pty.output)
+    pty.send(line.encode() + b"\n")
+    deadline = time.monotonic() + timeout
+    while expect not in pty.output[start:]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{line!r}: did not see {expect!r}; got {pty.output[start:]!r}")
+        if select.select([pty.master], [], [], left)[0]:
+            pty.output += os.read(pty.master, 65536)
+
+
+@pytest.fixture
+def linux(tmp_path):
+    disk = tmp_path / "root.img"
+    make_disk(str(disk), 16)
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 64\nkernel: linux\nblkdev: {disk} -rw -boot\n"
+                  f"session_file: {tmp_path / 'session'}\n")
+    return tmp_path, disk, rc
+
+
+def test_boot_write_f12_then_readonly_cow_resumes(linux):
+    tmp, disk, rc = linux
+    pty = Pty("run", "-f", str(rc), "--fresh", cwd=tmp)
+    try:
+        pty.read_until(b"Run /sbin/init", 60)
+        pty.read_until(b"# ", 60)
+        shell(pty, "uname -a", b"Linux (none) 6.1")
+        shell(pty, "echo kept across F12 > /kept.txt", b"# ")
+        shell(pty, "cat /kept.txt", b"kept across F12")
+        shell(pty, "cat /proc/cpuinfo", b"platform\t: molpy")
+        # OPEN: after `sync` the host image still lacks the new directory entry and
+        # bitmaps (e2fsck: unattached inode); after the kernel's 5 s writeback it is
+        # clean. Until sync is understood, wait for writeback (guest time) before F12.
+        shell(pty, "sync", b"# ")
+        shell(pty, "sleep 7", b"# ", 40)
+        pty.send(F12)
+        pty.read_until(b"session saved", 30)
+        assert pty.wait(30) == 0
+    finally:
+        pty.close()
+    fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    got = subprocess.run(["debugfs", "-R", "cat /kept.txt", str(disk)], capture_output=True, text=True)
+    assert got.stdout == "kept across F12\n"
+
+    rc.write_text(rc.read_text().replace("-rw -boot", "-rw -boot -cow")
+                  + f"session_readonly: yes\ncow_dir: {tmp}\n")
+    base = digest(disk)
+    for n in range(3):
+        pty = Pty("run", "-f", str(rc), cwd=tmp)
+        try:
+            pty.read_until(b"resumed session", 30)
+            shell(pty, "cat /kept.txt", b"kept across F12")
+            shell(pty, f"echo run {n} > /run.txt", b"# ")
+            shell(pty, "cat /run.txt", f"run {n}".encode())
+            shell(pty, "uname -a", b"Linux (none) 6.1")
+            pty.send(f"exit {n + 4}\n".encode())
+            assert pty.wait(30) == n + 4
+        finally:
+            pty.close()
+        assert digest(disk) == base          # the base disk's bytes never change
+
+
+def test_ctrl_d_powers_off_with_status_0(linux):
+    tmp, disk, rc = linux
+    pty = Pty("run", "-f", str(rc), "--fresh", cwd=tmp)
+    try:
+        pty.read_until(b"# ", 60)
+        shell(pty, "nosuchcmd", b"nosuchcmd: not found")
+        pty.send(b"\x04")
+        assert pty.wait(30) == 0
+    finally:
+        pty.close()
