@@ -71,3 +71,17 @@ def test_devices_see_only_their_context():
         imported = imports_at_module_level(name, path, known)
         assert not {"molpy.config", "molpy.machine", "molpy.molrc"} & imported, (name, imported)
         assert "self.machine" not in text and "machine.cpu" not in text, name
+
+
+def test_every_package_is_installed():
+    """A wheel (`pip install .`) holds only the packages pyproject lists: every folder with an
+    __init__.py under molpy/, drivers/ and emulation/ must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for name, root in PACKAGES.items():
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join((name, *rel)))
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
