@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import molpy.drivers as package
 from molpy.files import data_dir
+from molpy.emulation.state import StateError
+from molpy.errors import ConfigError, SessionError
 
 if TYPE_CHECKING:  # pragma: no cover
     from molpy.console import Frontend
@@ -28,14 +30,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from molpy.osi import OsiDispatcher
 
 
-class StateMismatch(Exception):
+class StateMismatch(SessionError):
     """A saved state no longer fits the host (a disk changed): resume must refuse.
 
     The message names what changed and what to do; the session layer shows it as is.
     """
 
 
-class DeviceError(Exception):
+class DeviceError(ConfigError):
     """A device cannot be made from its configuration (a bad file it was given).
 
     The message names the file and the problem; the CLI shows it as one line.
@@ -106,16 +108,17 @@ class Device:
         """Rebuild the device's state from ``save_state``'s bytes of ``version`` (resume).
 
         The bytes come from a file that may have been crafted: check every field and
-        raise ValueError (or StateMismatch) rather than use a value out of range.
+        raise StateError naming it (or StateMismatch when the host no longer fits) rather
+        than use a value out of range. Any other exception is a molpy bug, reported as one.
         """
         self.check_state(data, version)
 
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
-        """Raise ValueError naming the field when saved state cannot be loaded (checks
+        """Raise StateError naming the field when saved state cannot be loaded (checks
         that need no machine; a device with state overrides this)."""
         if data:
-            raise ValueError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
+            raise StateError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         """Problems that would stop ``load_state(data, version)`` from working (``session verify``).

@@ -37,6 +37,7 @@ import time
 from typing import Callable, ContextManager
 
 from molpy.files import HostFileError, NewFile, read_limited
+from molpy.errors import DiskError
 
 REGION_MIN = 1 << 20
 MAX_REGIONS = 1 << 16
@@ -79,7 +80,7 @@ def _progress(label: str, total: int) -> ContextManager[Progress]:
     return _progress_factory(label, total)
 
 
-class DigestError(OSError):
+class DigestError(DiskError, OSError):
     """The disk could not be read for its digest; ``str()`` is one line naming it."""
 
     def __str__(self) -> str:

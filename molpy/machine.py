@@ -326,7 +326,7 @@ class Machine:
             memory.guard_file(session.fd)
             machine._session = session
             return machine
-        except (ValueError, KeyError, TypeError, StateError) as e:
+        except StateError as e:         # a check of the saved state failed: the file is to blame
             if machine is not None:
                 machine.close()
             session.close()

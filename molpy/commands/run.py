@@ -123,10 +123,9 @@ def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
 
 def start_machine(mconf, frontend, fresh: bool, config=None):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
-    from ..boot import BootError
-    from ..drivers.block import BlockError
-    from ..drivers.device import DeviceError, StateMismatch
+    from ..drivers.device import StateMismatch
     from ..emulation.session import SessionError, SessionUsed
+    from ..errors import Error
     from ..machine import Machine
 
     path = mconf.session_file
@@ -137,6 +136,8 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
                 machine = Machine.from_session(path, mconf, frontend)   # checks "used" under its lock
             except SessionUsed:
                 note(frontend, f"session {path} was already resumed once (session_readonly: no); booting fresh")
+            except StateMismatch:               # (its message says what to do)
+                raise
             except SessionError as e:
                 raise CommandError(f"{e}. Start with --fresh to boot instead (the file is left as it is)") from None
             else:
@@ -153,7 +154,9 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
             machine.close()
             raise
         return machine
-    except (BootError, BlockError, SessionError, StateMismatch, DeviceError) as e:
+    except CommandError:
+        raise
+    except Error as e:                  # a disk, a device's file, the ELF ...: one line
         raise CommandError(str(e)) from None
 
 
