@@ -166,3 +166,20 @@ def test_a_bug_anywhere_in_a_command(tmp_path, molpy_home):
                        text=True, timeout=60)
     assert r.returncode == 70 and r.stderr.startswith("molpy bug: IndexError"), r.stderr
     assert r.stderr.count("\n") == 1 and str(molpy_home) in r.stderr
+
+
+def test_a_resume_under_changed_settings_says_so(tmp_path, cli):
+    """The session records the molrc's settings (config_checksum); a resume under other
+    settings says so in one line on stderr. The recipe's own changes (session_readonly,
+    -cow) and what a resume checks itself (disks, RAM) are not 'changed settings'."""
+    saved_rc = molrc(tmp_path, readonly=False, cow=False)
+    session = saved_at_prompt(saved_rc)
+    rc = molrc(tmp_path, readonly=True, cow=True)
+    note = "the molrc's settings changed since the session was saved"
+    same = cli("run", "-f", str(rc), "-s", "ram_size=64")
+    assert b"resumed session" in same.stdout + same.stderr and note.encode() not in same.stderr, same.stderr
+    changed = cli("run", "-f", str(rc), "-s", "tag=2")
+    err = changed.stderr.decode()
+    assert b"resumed session" in changed.stdout + changed.stderr and err.count(note) == 1, err
+    assert [line for line in err.splitlines() if note in line][0].startswith("molpy: note:")
+    assert session.exists()

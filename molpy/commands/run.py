@@ -173,6 +173,10 @@ def announce_resume(machine, mconf, config, seconds: float) -> None:
     for dev in machine.devices:                  # disks accepted by a content check
         for text in getattr(dev, "notes", ()):
             note(frontend, text)
+    if machine.config_changed:
+        frontend.flush()
+        say(("\n" if getattr(frontend, "line_open", False) else "") + "molpy: note: the molrc's settings changed since the session was saved; the resumed "
+            "machine goes on as it was saved (--fresh boots with the new settings)")
     unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
     if unused:
         note(frontend, unused)
