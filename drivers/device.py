@@ -1,8 +1,8 @@
 """The one interface between devices, the machine and the session layer.
 
 A device is one module in ``molpy.drivers`` that defines ``create(ctx)``
-returning a Device, a list of them, or None. The machine finds those modules by
-itself, so adding a device touches no other module. A device sees the machine only
+returning a Device, a list of them, or None, listed in drivers/registry.py (the one
+list of a machine's devices, ordered by meaning). A device sees the machine only
 through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
 takes part in sessions through a few small methods; the session layer stores what
 ``save_state`` returns as an opaque chunk tagged with the device's four-letter
@@ -12,12 +12,9 @@ QEMU's versioning rule).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-import molpy.drivers as package
 from molpy.files import data_dir
 from molpy.emulation.state import StateError
 from molpy.errors import ConfigError, SessionError
@@ -139,6 +136,14 @@ class Device:
     def reset(self) -> None:
         """Go back to the state last loaded (Machine.reset)."""
 
+    # -- optional capabilities (the defaults do nothing) --
+
+    notes: "list[str] | tuple[str, ...]" = ()
+    """Lines for the user after a resume (a disk accepted by a content check)."""
+
+    def redraw(self) -> None:
+        """After a resume: show the user again what the guest last showed (its prompt)."""
+
     def close(self) -> None:
         """Release files and locks."""
 
@@ -153,42 +158,3 @@ def check_version(kind: str, cls: type[Device] | None, version: int) -> str:
         return (f"device {kind}: saved state version {version} is not supported (this molpy loads "
                 f"versions {cls.min_version} to {cls.version})")
     return ""
-
-
-def device_classes() -> dict[str, type[Device]]:
-    """Every device kind the modules of this package define (for reading sessions
-    without a machine: ``molpy session info``)."""
-    found: dict[str, type[Device]] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "device":
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Device) and value.kind != "????" \
-                    and value.__module__ == module.__name__:
-                found[value.kind] = value
-    return found
-
-
-def create_devices(ctx: DeviceContext) -> list[Device]:
-    """Every device the modules of this package create for a machine, in module order."""
-    devices: list[Device] = []
-    try:
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if info.name.startswith("_") or info.name == "device":
-                continue
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-            factory = getattr(module, "create", None)
-            if factory is None:
-                continue
-            made = factory(ctx)
-            if made is None:
-                continue
-            devices.extend(made if isinstance(made, list) else [made])
-    except BaseException:
-        for dev in reversed(devices):   # one device's bad file must not leak the others' files
-            dev.close()
-        raise
-    for dev in devices:
-        dev.attach(ctx)
-    return devices

@@ -24,7 +24,8 @@ from . import boot
 from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
-from .drivers.device import DeviceContext, check_version, create_devices
+from .drivers.device import DeviceContext, check_version
+from .drivers.registry import create_devices
 from .emulation.memory import GuestMemory
 from .emulation.session import SessionError, SessionUsed, open_session, write_session
 from .emulation.state import StateError

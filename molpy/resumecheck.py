@@ -38,7 +38,7 @@ def against_disks(s, mconf, *, deep: bool, notes: list[str] | None = None) -> li
             problem = check_version(dev.kind, type(dev), version)
             problems += [problem] if problem else dev.verify_state(data, version or 1, deep=deep)
             if notes is not None:
-                notes += getattr(dev, "notes", [])
+                notes += dev.notes
     except BlockError as e:                  # a disk that cannot be read for its content check
         problems.append(str(e))
     finally:

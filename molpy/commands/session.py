@@ -62,7 +62,8 @@ def info(args: argparse.Namespace) -> int:
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
         print(f"RAM:      {s.ram_size >> 20} MiB")
         print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
-        from ..drivers.device import check_version, device_classes
+        from ..drivers.device import check_version
+        from ..drivers.registry import device_classes
 
         classes, versions = device_classes(), s.versions()
         for (kind, instance), data in sorted(s.device_chunks().items()):
