@@ -41,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
             (file or sys.stderr).write(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``, a command's name) the one command being run: a resume
+    pays for no other command's module."""
     parser = _Parser(
         prog="molpy",
         description="Run PowerPC guests on a Unicorn core with Mac-on-Linux's block driver "
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'molpy COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"molpy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f"molpy.commands.{name}").add_parser(sub)
     return parser
 
@@ -118,7 +120,8 @@ def _main(argv: list[str] | None, guard) -> int:
 
 
 def _dispatch(argv: list[str] | None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
