@@ -61,6 +61,7 @@ class Stop(enum.Enum):
     SAVE = "save"            # F12: the caller saves the session
     INTERRUPT = "interrupt"  # Ctrl-C or SIGTERM
     TIMEOUT = "timeout"      # run(seconds=...) used its time
+    DEBUG = "debug"          # the debugger asked for a stop (request_debug_stop), or run(step=True) stepped
 
 
 # Settings a resume does not take from the molrc, or checks by itself: the session's RAM
@@ -129,6 +130,7 @@ class Machine:
         self._saved_state: CpuState | None = None
         self.saved = False                  # a session was saved from this machine
         self._error: BaseException | None = None
+        self.debug_stop = False             # set by request_debug_stop (any thread, or a hook)
         self._session = None                # the open session file a resumed machine runs from
         self.slice_us = SLICE_US
         self.cpuenv = CpuEnv(self.cpu)
@@ -173,15 +175,36 @@ class Machine:
         tb = self.timebase
         self._timer.hurry(tb.clock() if tb.dec_pending else tb.next_crossing())
 
+    def request_debug_stop(self) -> None:
+        """Make ``run`` return Stop.DEBUG soon: now from a hook, within microseconds from a thread.
+
+        The stop is sent the way the slice timer sends its own (never into the SPR stub);
+        the run loop sees the request between slices, before any exception is delivered."""
+        self.debug_stop = True
+        self._timer.urge()
+
+    def clear_debug_stop(self) -> None:
+        """Forget a debugger's stop request made while the guest was not running."""
+        self.debug_stop = False
+        self._timer.calm()
+
     # -- the run loop --
 
-    def run(self, seconds: float | None = None) -> Stop:
-        """Run the guest until it exits, faults, or the front-end or the time budget stops it."""
+    def run(self, seconds: float | None = None, *, step: bool = False) -> Stop:
+        """Run the guest until it exits, faults, or the front-end or the time budget stops it.
+
+        ``step``: run one instruction (an exception it raises is delivered, a pending
+        interrupt is taken first) and return Stop.DEBUG, as a debugger's single step."""
         frontend = self.frontend
         exceptions, sites, timer = self.exceptions, self.sites, self._timer
         deadline = None if seconds is None else time.monotonic() + seconds
         poll_at = time.monotonic_ns() + self.slice_us * 1000
+        count = 1 if step else 0
         while True:
+            if self.debug_stop:
+                self.debug_stop = False
+                timer.calm()
+                return Stop.DEBUG
             now = time.monotonic_ns()
             if now >= poll_at:                   # a slice's worth of time: look at the host
                 frontend.flush()
@@ -201,7 +224,7 @@ class Machine:
             if fault is None:
                 timer.arm(poll_at if event is None else min(poll_at, event))
                 try:
-                    err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, 0)
+                    err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, count)
                 finally:
                     timer.disarm()
                 if err:
@@ -223,6 +246,10 @@ class Machine:
             if self.exit_code is not None:
                 frontend.flush()
                 return Stop.EXIT
+            if step and fault is None:
+                self.debug_stop = False
+                timer.calm()
+                return Stop.DEBUG
 
     def _fault_from_error(self, e: UcError) -> None:
         if self.fault is not None:

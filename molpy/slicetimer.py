@@ -30,19 +30,26 @@ class SliceTimer:
         self._deadline: int | None = None     # monotonic ns the thread waits for
         self._armed = False
         self._closed = False
+        self._urgent = False                   # urge(): every armed slice ends at once until calm()
         self.fired = 0                         # stops this timer sent (tests, benchmarks)
         self._thread: threading.Thread | None = None
 
     def arm(self, deadline_ns: int) -> None:
         """Stop the engine at ``deadline_ns`` unless ``disarm`` comes first."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="molpy-slice-timer", daemon=True)
-            self._thread.start()
         with self._cond:
+            self._start()
             self._armed = True
+            if self._urgent:
+                deadline_ns = 0
             if deadline_ns != self._deadline:
                 self._deadline = deadline_ns
                 self._cond.notify()
+
+    def _start(self) -> None:
+        """The thread, started on first use (under the lock: arm and urge may race)."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._loop, name="molpy-slice-timer", daemon=True)
+            self._thread.start()
 
     def disarm(self) -> None:
         with self._cond:
@@ -54,6 +61,19 @@ class SliceTimer:
             if self._deadline is None or deadline_ns < self._deadline:
                 self._deadline = deadline_ns
                 self._cond.notify()
+
+    def urge(self) -> None:
+        """End the slice now, and any slice armed before ``calm`` (a debugger's stop request)."""
+        with self._cond:
+            self._start()
+            self._urgent = True
+            self._deadline = 0
+            self._cond.notify()
+
+    def calm(self) -> None:
+        """The stop ``urge`` asked for was taken: slices run their full time again."""
+        with self._cond:
+            self._urgent = False
 
     def close(self) -> None:
         with self._cond:

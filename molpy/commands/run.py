@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
                    help="check the molrc and everything it names (bootfile or firmware ELF, disks, "
                         "cow_dir, session file and its disk markers), list what molpy will use and "
                         "every problem, then exit")
+    p.add_argument("--gdb", metavar="PORT", type=str, default=None,
+                   help="listen for gdb (gdb-multiarch: target remote :PORT) on 127.0.0.1:PORT and wait for "
+                        "it before the first instruction; 0 picks a free port (molrc key gdb: PORT)")
+    p.add_argument("--gdb-no-wait", action="store_true",
+                   help="with --gdb: start the guest at once; a debugger may attach later")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="say more about what molpy does, and show the guest's log (OSI LOG_PUTC: what MOL's "
                         "firmware prints) on the terminal as well as in the log file")
@@ -295,6 +300,36 @@ def refuse_problems(mconf) -> None:
         raise CommandError(printable(found[0] + more))
 
 
+def gdb_port(args: argparse.Namespace, config) -> int | None:
+    """--gdb PORT, else the molrc's gdb: key; a bad port is a one-line error."""
+    from ..molrc.errors import ConfigError
+    from ..molrc.values import gdb_port as molrc_gdb_port
+
+    if args.gdb is not None:
+        if not args.gdb.isdigit() or int(args.gdb) > 65535:
+            raise CommandError(f"--gdb {args.gdb!r} is not a TCP port (0-65535; 0 picks a free one)")
+        return int(args.gdb)
+    try:
+        port = molrc_gdb_port(config)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+    if port is None and args.gdb_no_wait:
+        raise CommandError("--gdb-no-wait needs --gdb PORT (or gdb: PORT in the molrc)")
+    return port
+
+
+def open_gdb(port: int | None):
+    """The stub's listening socket, opened before anything else so a busy port fails first."""
+    if port is None:
+        return None
+    from ..gdbstub import GdbError, GdbServer
+
+    try:
+        return GdbServer(port)
+    except GdbError as e:
+        raise CommandError(str(e)) from None
+
+
 def main(args: argparse.Namespace) -> int:
     from ..console import open_console
     from ..hostsignals import current, deferred
@@ -304,6 +339,7 @@ def main(args: argparse.Namespace) -> int:
                                         warn=notes.append if args.check else None)
     if args.check:
         return check(config, mconf, notes)
+    port = gdb_port(args, config)
     refuse_problems(mconf)
     setup_logging(args.log, args.verbose)
     from ..progress import bars_on_terminal
@@ -314,25 +350,45 @@ def main(args: argparse.Namespace) -> int:
         atexit.register(frontend.close)
         if guard is not None:
             frontend.attach_signals(guard)
-    machine = stop = None
+    machine = stop = stub = server = None
     try:
+        server = open_gdb(port)
         machine = start_machine(mconf, frontend, args.fresh, config)   # a signal here ends the start-up
+        if server is not None:
+            from ..gdbstub import GdbStub
+
+            stub = GdbStub(machine, server, wait=not args.gdb_no_wait)
+            frontend.flush()
+            say(f"molpy: gdb stub listening on {server.host}:{server.port}"
+                + ("" if args.gdb_no_wait else "; waiting for the debugger")
+                + f" (gdb-multiarch: target remote :{server.port})")
+            if not args.gdb_no_wait:
+                stub.wait_for_debugger()                       # a signal here ends the wait
         with deferred():                                       # from here on it ends the run loop
-            stop = run_until_stop(machine, frontend)
+            stop = run_until_stop(machine, frontend, stub)
     finally:
         with deferred():
             frontend.close()
+            if stub is not None:
+                stub.close(machine.exit_code or 0)
+            elif server is not None:
+                server.close()
             if machine is not None:
                 machine.close()
+    if stub is not None and stub.killed:
+        say("molpy: killed by the debugger")
+        return 0
     return outcome(stop, machine, frontend, guard.received if guard is not None else None)
 
 
-def run_until_stop(machine, frontend):
-    """Run the guest; F12 saves (and then molpy stops, as MOL did)."""
+def run_until_stop(machine, frontend, stub=None):
+    """Run the guest (under the debugger's stub when there is one); F12 saves (and then
+    molpy stops, as MOL did)."""
     from ..machine import Stop
 
+    runner = stub if stub is not None else machine
     while True:
-        stop = machine.run()
+        stop = runner.run()
         if stop is not Stop.SAVE:
             return stop
         if save(machine, frontend):

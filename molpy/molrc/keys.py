@@ -20,6 +20,7 @@ SERVED = frozenset({
     # read by the firmware services: BOOT_HELPER's string lookups, the CPU node, local time
     "macos_rompath", "macos_rompath_", "ppc601_cpu", "ppc603_cpu", "ppc604_cpu", "ppc750_cpu",
     "ppc7400_cpu", "ppc7410_cpu", "adjust_time",
+    "gdb",      # molpy's GDB stub port (docs/gdb.md)
 })
 
 # MOL's keys for what molpy does not serve, by what they are about

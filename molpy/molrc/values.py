@@ -14,6 +14,17 @@ EMBEDDED_PREFIXES = ("401", "403", "405", "440", "460", "npe4", "stb", "x2vp", "
 SIXTY_FOUR_BIT = ("g5", "970", "ppc970", "970fx", "970mp", "power", "ppc64")
 
 
+def gdb_port(config: Config) -> int | None:
+    """The ``gdb:`` key: the TCP port molpy's GDB stub listens on (None: no stub)."""
+    d = config.first("gdb")
+    if d is None or not d.words or not d.value.strip():
+        return None
+    text = d.value.strip()
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"{d.where}: gdb: {show(text)} is not a TCP port (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def ram_mib(config: Config) -> int:
     value = config.get_int("ram_size", 64)
     if not 1 <= value <= MAX_RAM_MIB:
