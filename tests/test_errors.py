@@ -18,8 +18,10 @@ from test_session import molrc, saved_at_prompt
 from test_structure import modules
 
 # Exceptions that are not failures to report: a signal ending molpy (a BaseException, as
-# KeyboardInterrupt is), and the session writer's internal signal to itself.
-NOT_ERRORS = {"molpy.hostsignals.SignalExit", "molpy.emulation.session._Refused"}
+# KeyboardInterrupt is), and internal signals: the session writer's to itself, the gdb
+# stub's to its loop (resume the guest).
+NOT_ERRORS = {"molpy.hostsignals.SignalExit", "molpy.emulation.session._Refused",
+              "molpy.gdbstub.stub._Resume"}
 
 
 def exception_classes():
