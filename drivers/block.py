@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from molpy.errors import DiskError
+
 SECTOR = 512
 
 
-class BlockError(Exception):
+class BlockError(DiskError):
     """A disk that cannot be used as asked; the message names it and says why."""
 
 

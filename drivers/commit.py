@@ -17,19 +17,49 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from molpy.files import kernel_copy
+from molpy.files import HostFileError, kernel_copy, open_existing
 
 from .block import SECTOR, BlockError, DiskChanged, Identity
-from .cow import Overlay
+from .cow import MAGIC as COW_MAGIC, Overlay
 from .raw import RawBackend, identity_of
 
 COPY_CHUNK = 8 << 20              # bytes copied per step
 PROGRESS_EVERY = 64 << 20         # progress recorded (after an fsync of the disk) this often
 
 
+# Layer formats by the magic their files start with -> how to open one. Every format opens
+# to an object with the same allocation-map interface (Overlay's), so commit and discard
+# work the same way on each; molpy has one format today.
+LAYER_FORMATS: dict[bytes, Callable[[str, bool], Overlay]] = {
+    COW_MAGIC: lambda path, writable: Overlay.open(path, writable),
+}
+MAGIC_BYTES = max(len(m) for m in LAYER_FORMATS)
+
+
+def layer_format(path: str) -> Callable[[str, bool], Overlay]:
+    """How to open the layer at ``path``, from the magic its file starts with."""
+    try:
+        fd = open_existing(path, what="overlay")
+    except OSError as e:
+        raise BlockError(str(e) if isinstance(e, HostFileError) else f"{path}: {e.strerror}") from None
+    try:
+        head = os.pread(fd, MAGIC_BYTES, 0)
+    except OSError as e:
+        raise BlockError(f"{path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    for magic, opener in LAYER_FORMATS.items():
+        if head.startswith(magic):
+            return opener
+    if len(head) < MAGIC_BYTES:
+        raise BlockError(f"{path}: not a molpy overlay (too short)")
+    raise BlockError(f"{path}: not a molpy overlay (bad magic; molpy knows no other layer format)")
+
+
 def open_layer(path: str, writable: bool = True) -> Overlay:
-    """The layer format at ``path`` (molpy has one: the cow overlay)."""
-    return Overlay.open(path, writable)
+    """The layer at ``path``, opened by its format (LAYER_FORMATS); the format's own open
+    checks the file again, so a file replaced after the look at its magic is still refused."""
+    return layer_format(path)(path, writable)
 
 
 def target_problem(started: Identity, now: Identity) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .device import Device, DeviceContext
+from .device import Device, DeviceContext, StateError
 
 OSI_LOG_PUTC = 47
 OSI_TTY_PUTC = 97
@@ -121,20 +121,20 @@ def parse_state(data: bytes, version: int) -> tuple[bytes, bytes, bytes]:
         parts, pos = [], 0
         for limit in (KEYS_MAX, LOG_LINE_MAX, TTY_LINE_MAX):
             if pos + 4 > len(data):
-                raise ValueError("console state is truncated")
+                raise StateError("console state is truncated")
             n = int.from_bytes(data[pos:pos + 4], "big")
             if n > limit or pos + 4 + n > len(data):
-                raise ValueError("console state has a bad length")
+                raise StateError("console state has a bad length")
             parts.append(bytes(data[pos + 4:pos + 4 + n]))
             pos += 4 + n
         if pos != len(data):
-            raise ValueError("console state has bytes after its end")
+            raise StateError("console state has bytes after its end")
         return parts[0], parts[1], parts[2]
     if len(data) < 4:
-        raise ValueError("console state is truncated")
+        raise StateError("console state is truncated")
     n = int.from_bytes(data[:4], "big")
     if n > KEYS_MAX or len(data) < 4 + n or len(data) - 4 - n > LOG_LINE_MAX:
-        raise ValueError("console state is truncated or has a bad length")
+        raise StateError("console state is truncated or has a bad length")
     return bytes(data[4:4 + n]), bytes(data[4 + n:]), b""
 
 

@@ -1,8 +1,8 @@
 """The one interface between devices, the machine and the session layer.
 
 A device is one module in ``molpy.drivers`` that defines ``create(ctx)``
-returning a Device, a list of them, or None. The machine finds those modules by
-itself, so adding a device touches no other module. A device sees the machine only
+returning a Device, a list of them, or None, listed in drivers/registry.py (the one
+list of a machine's devices, ordered by meaning). A device sees the machine only
 through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
 takes part in sessions through a few small methods; the session layer stores what
 ``save_state`` returns as an opaque chunk tagged with the device's four-letter
@@ -12,13 +12,12 @@ QEMU's versioning rule).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-import molpy.drivers as package
 from molpy.files import data_dir
+from molpy.emulation.state import StateError
+from molpy.errors import ConfigError, SessionError
 
 if TYPE_CHECKING:  # pragma: no cover
     from molpy.console import Frontend
@@ -28,14 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from molpy.osi import OsiDispatcher
 
 
-class StateMismatch(Exception):
+class StateMismatch(SessionError):
     """A saved state no longer fits the host (a disk changed): resume must refuse.
 
     The message names what changed and what to do; the session layer shows it as is.
     """
 
 
-class DeviceError(Exception):
+class DeviceError(ConfigError):
     """A device cannot be made from its configuration (a bad file it was given).
 
     The message names the file and the problem; the CLI shows it as one line.
@@ -109,16 +108,17 @@ class Device:
         """Rebuild the device's state from ``save_state``'s bytes of ``version`` (resume).
 
         The bytes come from a file that may have been crafted: check every field and
-        raise ValueError (or StateMismatch) rather than use a value out of range.
+        raise StateError naming it (or StateMismatch when the host no longer fits) rather
+        than use a value out of range. Any other exception is a molpy bug, reported as one.
         """
         self.check_state(data, version)
 
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
-        """Raise ValueError naming the field when saved state cannot be loaded (checks
+        """Raise StateError naming the field when saved state cannot be loaded (checks
         that need no machine; a device with state overrides this)."""
         if data:
-            raise ValueError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
+            raise StateError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         """Problems that would stop ``load_state(data, version)`` from working (``session verify``).
@@ -139,6 +139,14 @@ class Device:
     def reset(self) -> None:
         """Go back to the state last loaded (Machine.reset)."""
 
+    # -- optional capabilities (the defaults do nothing) --
+
+    notes: "list[str] | tuple[str, ...]" = ()
+    """Lines for the user after a resume (a disk accepted by a content check)."""
+
+    def redraw(self) -> None:
+        """After a resume: show the user again what the guest last showed (its prompt)."""
+
     def close(self) -> None:
         """Release files and locks."""
 
@@ -153,42 +161,3 @@ def check_version(kind: str, cls: type[Device] | None, version: int) -> str:
         return (f"device {kind}: saved state version {version} is not supported (this molpy loads "
                 f"versions {cls.min_version} to {cls.version})")
     return ""
-
-
-def device_classes() -> dict[str, type[Device]]:
-    """Every device kind the modules of this package define (for reading sessions
-    without a machine: ``molpy session info``)."""
-    found: dict[str, type[Device]] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "device":
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Device) and value.kind != "????" \
-                    and value.__module__ == module.__name__:
-                found[value.kind] = value
-    return found
-
-
-def create_devices(ctx: DeviceContext) -> list[Device]:
-    """Every device the modules of this package create for a machine, in module order."""
-    devices: list[Device] = []
-    try:
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if info.name.startswith("_") or info.name == "device":
-                continue
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-            factory = getattr(module, "create", None)
-            if factory is None:
-                continue
-            made = factory(ctx)
-            if made is None:
-                continue
-            devices.extend(made if isinstance(made, list) else [made])
-    except BaseException:
-        for dev in reversed(devices):   # one device's bad file must not leak the others' files
-            dev.close()
-        raise
-    for dev in devices:
-        dev.attach(ctx)
-    return devices

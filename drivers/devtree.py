@@ -26,7 +26,7 @@ from ..cpu import CPU_ALIASES, DEFAULT_CPU
 from ..emulation.memory import GuestAccessError
 from ..files import HostFileError, read_limited
 from ..timebase import TB_FREQ
-from .device import Device, DeviceContext
+from .device import Device, DeviceContext, StateError
 from .oftree import MAX_FILE, DeviceTree, Node, TreeError, parse_tree
 from .resources import str_res
 
@@ -313,7 +313,7 @@ class DevTree(Device):
         try:
             return DeviceTree.from_json(data) if version < 2 else DeviceTree.from_bytes(data)
         except TreeError as e:
-            raise ValueError(str(e)) from None
+            raise StateError(str(e)) from None
 
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:

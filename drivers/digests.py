@@ -41,6 +41,7 @@ import threading
 import time
 from typing import Callable, ContextManager
 
+from molpy.errors import DiskError
 from molpy.files import HostFileError, NewFile, own_folder, read_limited
 
 REGION_MIN = 1 << 20
@@ -84,7 +85,7 @@ def _progress(label: str, total: int) -> ContextManager[Progress]:
     return _progress_factory(label, total)
 
 
-class DigestError(OSError):
+class DigestError(DiskError, OSError):
     """The disk could not be read for its digest; ``str()`` is one line naming it."""
 
     def __str__(self) -> str:

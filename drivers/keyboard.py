@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from .device import Device, DeviceContext
+from .device import Device, DeviceContext, StateError
 
 log = logging.getLogger("molpy.keyboard")
 
@@ -110,9 +110,9 @@ class Keyboard(Device):
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
         if len(data) < 3 or data[0] > 1 or data[1] > 2:
-            raise ValueError("keyboard state is damaged")
+            raise StateError("keyboard state is damaged")
         if len(data) != 3 + data[2] or data[2] >= RING_SLOTS:
-            raise ValueError("keyboard state has a bad queue length")
+            raise StateError("keyboard state has a bad queue length")
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:

@@ -26,6 +26,7 @@ import stat
 
 from ..files import FileLocked, HostFileError, NewFile, create_new, lock, open_existing
 from .device import Device, DeviceContext, DeviceError
+from .device import StateError
 
 log = logging.getLogger("molpy.nvram")
 
@@ -217,7 +218,7 @@ class Nvram(Device):
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
         if len(data) != NVRAM_SIZE:
-            raise ValueError(f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}")
+            raise StateError(f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}")
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:

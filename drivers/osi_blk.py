@@ -640,7 +640,7 @@ class OsiBlk(Device):
                 continue
             ref = self._bulk.get((BULK_KIND, m["unit"]))
             if ref is None:
-                raise ValueError(f"disk {m['path']}: the session holds no overlay contents for it")
+                raise StateError(f"disk {m['path']}: the session holds no overlay contents for it")
             overlays[m["unit"]] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
         self._loaded_ring = loaded
         self._loaded_overlays = overlays

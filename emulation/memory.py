@@ -14,6 +14,8 @@ import logging
 import mmap
 import os
 
+from molpy.errors import GuestError
+
 PAGE_SIZE = 4096
 MAX_RAM_MIB = 2048  # guest-physical space above this is kept for the scratch page
 
@@ -32,7 +34,7 @@ _SIGURG = 23                        # ignored by default: a lease break must not
 _DETACH_STEP = 32 << 20
 
 
-class GuestAccessError(Exception):
+class GuestAccessError(GuestError):
     """A guest-supplied address or length that falls outside RAM."""
 
 

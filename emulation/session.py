@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import __version__
+from ..errors import SessionError
 from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
 from .memory import MAX_RAM_MIB
 from .state import StateError, loads
@@ -48,10 +49,6 @@ MAX_SMALL_CHUNK = 16 << 20        # CPU and device state: read into memory at op
 MAX_RAM = MAX_RAM_MIB << 20
 CPU_KIND = b"CPU "
 RAM_KIND = b"RAM "
-
-
-class SessionError(Exception):
-    """A session file that cannot be used; the message names it and says why."""
 
 
 class SessionUsed(SessionError):

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from molpy.errors import SessionError
+
 MAX_DEPTH = 32
 MAX_JSON = 1 << 20          # no device or CPU record of molpy's comes near this
 
 
-class StateError(ValueError):
+class StateError(SessionError, ValueError):
     """Saved state that fails a check; the message names the field and the problem."""
 
 

@@ -22,9 +22,13 @@ __version__ = "0.1.0"
 
 _API = {
     "Machine": "molpy.machine", "MachineConfig": "molpy.machine", "Stop": "molpy.machine",
-    "load_config": "molpy.config", "Config": "molpy.config", "ConfigError": "molpy.config",
-    "BlkdevSpec": "molpy.config", "BufferConsole": "molpy.console", "SessionError": "molpy.emulation.session",
+    "load_config": "molpy.config", "Config": "molpy.config",
+    "BlkdevSpec": "molpy.config", "BufferConsole": "molpy.console",
     "BlockError": "molpy.drivers.block", "GuestFault": "molpy.fault",
+    # the error tree (docs/architecture.md): every failure molpy reports is a molpy.Error
+    "Error": "molpy.errors", "ConfigError": "molpy.errors", "DiskError": "molpy.errors",
+    "SessionError": "molpy.errors", "GuestError": "molpy.errors", "HostError": "molpy.errors",
+    "EngineError": "molpy.engine",
 }
 __all__ = ["__version__", *_API]
 

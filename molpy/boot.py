@@ -13,13 +13,14 @@ from importlib import resources
 from pathlib import Path
 
 from .cpu import BOOT_MSR, CpuState
+from .errors import ConfigError
 
 ARGS_PAGE = 4096                 # the top page of RAM holds boot_args
 STACK_RESERVE = 64 * 1024        # at least this much stack below it
 EM_PPC = 20
 
 
-class BootError(Exception):
+class BootError(ConfigError):
     """The ELF cannot be booted; the message names the file and the reason."""
 
 

@@ -9,14 +9,14 @@ import os
 import sys
 
 from . import __version__
-from .engine import EngineError
+from .errors import Error
 
 COMMANDS = ("run", "cow", "img", "session", "fleet", "engine", "linux")   # modules of molpy.commands, each with add_parser() and main()
 
-from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, USAGE as EXIT_USAGE
+from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, BUG as EXIT_BUG, USAGE as EXIT_USAGE
 
 
-class CommandError(Exception):
+class CommandError(Error):
     """A user-facing failure: printed as one line, exit status ``status``."""
 
     def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
@@ -41,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
             (file or sys.stderr).write(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``, a command's name) the one command being run: a resume
+    pays for no other command's module."""
     parser = _Parser(
         prog="molpy",
         description="Run PowerPC guests on a Unicorn core with Mac-on-Linux's block driver "
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'molpy COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"molpy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f"molpy.commands.{name}").add_parser(sub)
     return parser
 
@@ -82,12 +84,10 @@ def _main(argv: list[str] | None, guard) -> int:
 
     try:
         status = _dispatch(argv)
-    except CommandError as e:
-        say(f"molpy: error: {e}")
-        status = e.status
-    except EngineError as e:              # a stock Unicorn: no guest runs on it
-        say(f"molpy: error: {e}")
-        status = EXIT_USAGE
+    except Error as e:                    # every failure molpy means to report: one line
+        from .molrc.errors import printable
+        say(f"molpy: error: {printable(str(e))}")
+        status = e.status if isinstance(e, CommandError) else EXIT_USAGE
     except SignalExit as e:
         say(f"molpy: stopped by {e}")
         status = e.status
@@ -102,6 +102,10 @@ def _main(argv: list[str] | None, guard) -> int:
         status = EXIT_USAGE
     except SystemExit as e:               # argparse: --help, --version, a usage error
         status = e.code if isinstance(e.code, int) else 0 if e.code is None else EXIT_USAGE
+    except Exception as e:                # anything else is a molpy bug, never the user's file
+        from .bugreport import bug_line, write_report
+        say(bug_line(e, write_report(e, argv)))
+        status = EXIT_BUG
     failed = _flush_or_drop()
     if failed is not None and status == 0:    # the last of the output did not go out
         if failed.errno == errno.EPIPE:
@@ -116,7 +120,8 @@ def _main(argv: list[str] | None, guard) -> int:
 
 
 def _dispatch(argv: list[str] | None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

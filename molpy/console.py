@@ -30,7 +30,17 @@ INTERRUPT = "interrupt"
 
 
 class Frontend:
-    """Base: an input queue fed by ``_feed`` and a place for output."""
+    """Base: an input queue fed by ``_feed`` and a place for output.
+
+    Optional capabilities, declared here with defaults that do nothing: ``line_open``
+    (the guest's last line has no newline yet), ``output_error`` (why its output could
+    not be written) and ``attach_signals`` (be woken by a signal)."""
+
+    line_open: bool = False
+    output_error: "OSError | None" = None
+
+    def attach_signals(self, guard) -> None:
+        """Signals stop the guest within one slice: this front-end is polled, not woken."""
 
     def __init__(self) -> None:
         self._queue: collections.deque[int] = collections.deque()

@@ -24,6 +24,7 @@ from unicorn import unicorn_const as UC
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
 from .engine import require_exact
+from .engine import EngineError
 from .emulation.state import StateError, int_list, record, u32
 
 # A handle of our own on the already loaded library: calls through it skip the
@@ -233,7 +234,7 @@ MISC_IDS = [P.UC_PPC_REG_CR, P.UC_PPC_REG_LR, P.UC_PPC_REG_CTR,
             P.UC_PPC_REG_FPSCR, P.UC_PPC_REG_MSR, P.UC_PPC_REG_PC]
 
 
-class StubError(RuntimeError):
+class StubError(EngineError):
     """The host's SPR stub did not run to its end."""
 
 

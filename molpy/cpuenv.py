@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .cpu import SPR_NAMES, SPR_NUMBERS, Cpu, CpuState, uclib
 from .mmu import MmuState
+from .engine import EngineError
 
 SRR0, SRR1, DAR, DSISR, DEC, SDR1 = 26, 27, 19, 18, 22, 25
 TBL_READ, TBU_READ = 268, 269      # what mftb reads (mttbl/mttbu write 284/285)
@@ -29,7 +30,7 @@ TBL_READ, TBU_READ = 268, 269      # what mftb reads (mttbl/mttbu write 284/285)
 _U32 = struct.Struct("=I")        # the image holds host-endian 32-bit target_ulongs
 
 
-class LayoutError(RuntimeError):
+class LayoutError(EngineError):
     """This Unicorn build keeps its CPU registers somewhere molpy does not find."""
 
 

@@ -21,6 +21,8 @@ import threading
 import zlib
 from typing import Callable
 
+from .errors import HostError
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
@@ -28,7 +30,7 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000)
 COPY_STEP = 8 << 20               # file-to-file copies go through a buffer of this size at most
 
 
-class HostFileError(OSError):
+class HostFileError(HostError, OSError):
     """A host file that molpy will not use; ``str()`` is one line naming the file."""
 
     def __init__(self, path: str, reason: str, err: int = errno.EINVAL) -> None:
@@ -40,7 +42,7 @@ class HostFileError(OSError):
         return f"{self.path}: {self.reason}"
 
 
-class FileLocked(OSError):
+class FileLocked(HostError, OSError):
     """Another process holds a conflicting flock on the file (``pid`` when /proc/locks says)."""
 
     def __init__(self, pid: int | None) -> None:

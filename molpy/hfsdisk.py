@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .errors import DiskError
+
 MIN_SIZE = 4 << 20            # the map, 1 MiB of alignment and a small HFS volume
 MAX_SIZE = 2 << 30            # HFS (not HFS+) volumes end at 2 GiB
 TOOLS = ("parted", "hformat", "hmount", "hmkdir", "hcopy", "hattrib", "humount")
@@ -24,7 +26,7 @@ FOLDER = "System Folder"
 SYSTEM_FILES = (("System", "zsys", "MACS"), ("Finder", "FNDR", "MACS"))
 
 
-class HfsDiskError(Exception):
+class HfsDiskError(DiskError):
     """The disk cannot be made; the message says why (a missing tool, a bad argument)."""
 
 

@@ -15,11 +15,13 @@ import os
 import stat
 import sys
 
+from .errors import ConfigError
+
 MAX_BYTES = 8 << 20          # one file; with NAME.1 the log holds at most 16 MiB
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class LogFileError(Exception):
+class LogFileError(ConfigError):
     """The log cannot be opened safely; the message names the file and says why."""
 
 

@@ -24,7 +24,8 @@ from . import boot
 from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
-from .drivers.device import DeviceContext, check_version, create_devices
+from .drivers.device import DeviceContext, check_version
+from .drivers.registry import create_devices
 from .emulation.memory import GuestMemory
 from .emulation.session import SessionError, SessionUsed, open_session, write_session
 from .emulation.state import StateError
@@ -63,6 +64,19 @@ class Stop(enum.Enum):
     DEBUG = "debug"          # the debugger asked for a stop (request_debug_stop), or run(step=True) stepped
 
 
+# Settings a resume does not take from the molrc, or checks by itself: the session's RAM
+# wins, boot settings are not used (the guest runs), disks are checked by their markers,
+# and the recipe itself switches session_readonly and -cow. Any other change is noted.
+RESUME_IGNORES = frozenset({"session_file", "session_readonly", "blkdev", "ram_size", "bootfile",
+                            "boot_args", "cow_dir"})
+CHECKSUM_TAG = "r1:"     # checksums of these settings; older sessions stored another kind
+
+
+def resume_checksum(config) -> str:
+    """What a session records of the settings it ran with (64 characters: its header's field)."""
+    return CHECKSUM_TAG + config.checksum(RESUME_IGNORES)[:64 - len(CHECKSUM_TAG)]
+
+
 @dataclass
 class MachineConfig:
     """What the machine needs from a molrc, already checked."""
@@ -98,7 +112,7 @@ class MachineConfig:
                    blkdevs=list(config.blkdevs), cow_dir=config.get_path("cow_dir"),
                    session_file=config.get_path("session_file"),
                    session_readonly=config.get_bool("session_readonly", False),
-                   config_checksum=config.checksum(), of_image=config.get_path("of_image"),
+                   config_checksum=resume_checksum(config), of_image=config.get_path("of_image"),
                    oftree=config.get_path("oftree"), nvram=config.get_path("nvram"),
                    pseudofiles=values.pseudofiles(config), boot_type=values.boot_method(config),
                    session_id=values.session_number(config), resources=config.resources,
@@ -395,7 +409,7 @@ class Machine:
             memory.guard_file(session.fd)
             machine._session = session
             return machine
-        except (ValueError, KeyError, TypeError, StateError) as e:
+        except StateError as e:         # a check of the saved state failed: the file is to blame
             if machine is not None:
                 machine.close()
             session.close()
@@ -405,6 +419,14 @@ class Machine:
                 machine.close()
             session.close()
             raise
+
+    @property
+    def config_changed(self) -> bool:
+        """A resumed machine whose molrc settings (but those a resume checks itself) differ
+        from the ones its session was saved with."""
+        saved = self._session.config_checksum if self._session is not None else ""
+        return saved.startswith(CHECKSUM_TAG) and bool(self.config.config_checksum) \
+            and saved != self.config.config_checksum
 
     def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str,
                    versions: dict[tuple[str, int], int] | None = None, timebase: dict | None = None) -> None:

@@ -20,6 +20,7 @@ from typing import Callable
 from unicorn import ppc_const as P
 
 from .cpu import Cpu, RegisterFile, uclib
+from .errors import GuestError
 
 OSI_MAGIC1 = 0x113724FA
 OSI_MAGIC2 = 0x77810F9B
@@ -45,7 +46,7 @@ class _NoResult:
 NO_RESULT = _NoResult()
 
 
-class OsiError(Exception):
+class OsiError(GuestError):
     """Raised by a handler to return an error code to the guest in r3."""
 
     def __init__(self, code: int = -1, message: str = "") -> None:

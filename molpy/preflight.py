@@ -270,9 +270,9 @@ def session_problems(mconf, deep: bool, notes: list[str] | None = None) -> list[
 
 def session_match_problems(path: str, mconf, notes: list[str] | None = None) -> list[str]:
     """Whether the saved session in ``path`` would resume with the molrc's disks."""
-    from .cli import CommandError
-    from .commands.session import against_disks
     from .emulation.session import SessionError, open_session
+    from .errors import Error
+    from .resumecheck import against_disks
 
     try:
         s = open_session(path)
@@ -280,7 +280,7 @@ def session_match_problems(path: str, mconf, notes: list[str] | None = None) -> 
         return [f"session_file: {e} (molpy run --fresh boots instead)"]
     try:
         return [f"session_file {path}: {p}" for p in against_disks(s, mconf, deep=False, notes=notes)]
-    except (SessionError, CommandError) as e:
+    except Error as e:               # a disk that cannot be opened, a device's bad file ...
         return [f"session_file {path}: {e}"]
     finally:
         s.close()

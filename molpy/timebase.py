@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .emulation.state import StateError
+
 TB_FREQ = 25_000_000
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -131,12 +133,12 @@ class TimeBase:
 def parse_state(value: object) -> dict:
     """Check a session's time-base state (it may be crafted): exact keys, types and ranges."""
     if not isinstance(value, dict) or set(value) != {"tb", "dec", "dec_pending"}:
-        raise ValueError("time base state must hold exactly tb, dec and dec_pending")
+        raise StateError("time base state must hold exactly tb, dec and dec_pending")
     tb, dec, pending = value["tb"], value["dec"], value["dec_pending"]
     if type(tb) is not int or not 0 <= tb <= MASK64:
-        raise ValueError("time base value out of range")
+        raise StateError("time base value out of range")
     if type(dec) is not int or not 0 <= dec <= MASK32:
-        raise ValueError("decrementer value out of range")
+        raise StateError("decrementer value out of range")
     if type(pending) is not bool:
-        raise ValueError("dec_pending must be true or false")
+        raise StateError("dec_pending must be true or false")
     return {"tb": tb, "dec": dec, "dec_pending": pending}

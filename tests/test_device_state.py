@@ -16,7 +16,8 @@ from molpy.cli import main as cli_main
 from molpy.config import BlkdevSpec
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
-from molpy.drivers.device import Device, check_version, device_classes
+from molpy.drivers.device import Device, check_version
+from molpy.drivers.registry import device_classes
 from molpy.emulation.session import SessionError, open_session
 from molpy.machine import Machine, MachineConfig, Stop
 

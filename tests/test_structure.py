@@ -20,46 +20,116 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def _target(node: ast.ImportFrom, base: str) -> str:
+    target = node.module or ""
+    if node.level:
+        b = base
+        for _ in range(node.level - 1):
+            b = b.rsplit(".", 1)[0]
+        target = f"{b}.{node.module}" if node.module else b
+    return target
+
+
+def _names(nodes, base: str, known: dict[str, Path]) -> set[str]:
+    out: set[str] = set()
+    for n in nodes:
+        if isinstance(n, ast.Import):
+            out |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom):
+            target = _target(n, base)
+            out.add(target)
+            out |= {f"{target}.{a.name}" for a in n.names if f"{target}.{a.name}" in known}
+    return out
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+
+
 def imports_at_module_level(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """What a module imports when it is imported (not inside functions, not TYPE_CHECKING)."""
     tree = ast.parse(path.read_text())
     base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    out: set[str] = set()
+    nodes = []
     for node in tree.body:
-        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+        if _is_type_checking(node):
             continue
-        for n in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
-            if isinstance(n, ast.Import):
-                out |= {a.name for a in n.names}
-            elif isinstance(n, ast.ImportFrom):
-                target = n.module or ""
-                if n.level:
-                    b = base
-                    for _ in range(n.level - 1):
-                        b = b.rsplit(".", 1)[0]
-                    target = f"{b}.{n.module}" if n.module else b
-                out.add(target)
-                out |= {f"{target}.{a.name}" for a in n.names if f"{target}.{a.name}" in known}
-    return {m for m in out if m in known and m != name}
+        nodes += ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]
+    return {m for m in _names(nodes, base, known) if m in known and m != name}
+
+
+def all_imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """Everything a module may import, at any time: function-level imports included (only
+    ``if TYPE_CHECKING:`` blocks are left out, they never run)."""
+    tree = ast.parse(path.read_text())
+    base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    skipped = {id(n) for node in ast.walk(tree) if _is_type_checking(node) for n in ast.walk(node)}
+    nodes = [n for n in ast.walk(tree) if id(n) not in skipped]
+    return {m for m in _names(nodes, base, known) if m in known and m != name}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: list[str]) -> list[str] | None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return trail[trail.index(n):] + [n]
+            if n not in state:
+                found = visit(n, trail + [n])
+                if found:
+                    return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m, [m])
+            if found:
+                return found
+    return None
 
 
 def test_no_import_cycles():
     known = modules()
     graph = {m: imports_at_module_level(m, p, known) for m, p in known.items()}
-    state: dict[str, int] = {}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
-    def visit(m: str, trail: list[str]) -> None:
-        state[m] = 1
-        for n in graph[m]:
-            if state.get(n) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(n):] + [n]))
-            if n not in state:
-                visit(n, trail + [n])
-        state[m] = 2
 
-    for m in graph:
-        if m not in state:
-            visit(m, [m])
+def test_no_import_cycles_function_level_imports_included():
+    """A function-level import is still a dependency: a cycle through one (run -> preflight
+    -> commands.session -> run, once) means two layers each need the other."""
+    known = modules()
+    graph = {m: all_imports(m, p, known) for m, p in known.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_finder_sees_function_level_cycles(tmp_path):
+    """The check above can fail: it finds a cycle made only of function-level imports."""
+    (tmp_path / "a.py").write_text("def f():\n    from . import b\n")
+    (tmp_path / "b.py").write_text("import os\n\ndef g():\n    from .a import f\n")
+    (tmp_path / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    known = {f"p.{n}": tmp_path / f"{n}.py" for n in "abc"}
+    graph = {m: all_imports(m, path, known) for m, path in known.items()}
+    assert graph == {"p.a": {"p.b"}, "p.b": {"p.a"}, "p.c": set()}
+    assert find_cycle(graph) == ["p.a", "p.b", "p.a"]
+    assert imports_at_module_level("p.a", known["p.a"], known) == set()
+
+
+CLI = ("molpy.cli", "molpy.commands", "molpy.__main__")
+
+
+def test_lower_layers_never_import_the_cli():
+    """Only the CLI (molpy/cli.py, molpy/commands/, ``python -m molpy``) imports the CLI."""
+    known = modules()
+    for name, path in known.items():
+        if name.startswith(CLI):
+            continue
+        bad = sorted(m for m in all_imports(name, path, known) if m.startswith(("molpy.cli", "molpy.commands")))
+        assert not bad, (name, bad)
 
 
 def test_devices_see_only_their_context():

@@ -128,10 +128,9 @@ def unhonoured_settings(config, mconf, session_ram_mib: int) -> str | None:
 
 def start_machine(mconf, frontend, fresh: bool, config=None):
     """Resume the session_file when it holds a usable session (as MOL did), else boot."""
-    from ..boot import BootError
-    from ..drivers.block import BlockError
-    from ..drivers.device import DeviceError, StateMismatch
+    from ..drivers.device import StateMismatch
     from ..emulation.session import SessionError, SessionUsed
+    from ..errors import Error
     from ..machine import Machine
 
     path = mconf.session_file
@@ -142,6 +141,8 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
                 machine = Machine.from_session(path, mconf, frontend)   # checks "used" under its lock
             except SessionUsed:
                 note(frontend, f"session {path} was already resumed once (session_readonly: no); booting fresh")
+            except StateMismatch:               # (its message says what to do)
+                raise
             except SessionError as e:
                 raise CommandError(f"{e}. Start with --fresh to boot instead (the file is left as it is)") from None
             else:
@@ -158,7 +159,9 @@ def start_machine(mconf, frontend, fresh: bool, config=None):
             machine.close()
             raise
         return machine
-    except (BootError, BlockError, SessionError, StateMismatch, DeviceError) as e:
+    except CommandError:
+        raise
+    except Error as e:                  # a disk, a device's file, the ELF ...: one line
         raise CommandError(str(e)) from None
 
 
@@ -173,8 +176,12 @@ def announce_resume(machine, mconf, config, seconds: float) -> None:
     note(frontend, f"resumed session {path} ({seconds * 1000:.0f} ms)"
          + (", read-only" if mconf.session_readonly else "; it resumes once: press F12 to save again"))
     for dev in machine.devices:                  # disks accepted by a content check
-        for text in getattr(dev, "notes", ()):
+        for text in dev.notes:
             note(frontend, text)
+    if machine.config_changed:
+        frontend.flush()
+        say(("\n" if frontend.line_open else "") + "molpy: note: the molrc's settings changed since the session was saved; the resumed "
+            "machine goes on as it was saved (--fresh boots with the new settings)")
     unused = unhonoured_settings(config, mconf, machine.memory.size >> 20) if config else None
     if unused:
         note(frontend, unused)
@@ -184,15 +191,13 @@ def announce_resume(machine, mconf, config, seconds: float) -> None:
 def redraw_guest_line(machine) -> None:
     """The guest's current line (its prompt) again, so the user sees where they are."""
     for dev in machine.devices:
-        redraw = getattr(dev, "redraw", None)
-        if redraw is not None:
-            redraw()
+        dev.redraw()
 
 
 def note(frontend, text: str) -> None:
     """One line for the user, between the guest's output lines."""
     frontend.flush()
-    start = "\n" if getattr(frontend, "line_open", False) else ""
+    start = "\n" if frontend.line_open else ""
     frontend.write(f"{start}molpy: {text}\n".encode())
 
 
@@ -343,7 +348,7 @@ def main(args: argparse.Namespace) -> int:
     with deferred():                 # raw mode and its undoing are set up as one step
         frontend = open_console()
         atexit.register(frontend.close)
-        if guard is not None and hasattr(frontend, "attach_signals"):
+        if guard is not None:
             frontend.attach_signals(guard)
     machine = stop = stub = server = None
     try:
@@ -401,7 +406,7 @@ def outcome(stop, machine, frontend, signum: int | None) -> int:
         say(f"molpy: stopped by {signal_name(signum)}"
             + (" (the session was saved first)" if machine.saved else ""))
         return SIGNAL_BASE + signum
-    error = getattr(frontend, "output_error", None)
+    error = frontend.output_error
     if error is not None:
         if error.errno == errno.EPIPE:
             say("molpy: the guest's output was closed (broken pipe); stopped")

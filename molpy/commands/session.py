@@ -62,7 +62,8 @@ def info(args: argparse.Namespace) -> int:
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
         print(f"RAM:      {s.ram_size >> 20} MiB")
         print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
-        from ..drivers.device import check_version, device_classes
+        from ..drivers.device import check_version
+        from ..drivers.registry import device_classes
 
         classes, versions = device_classes(), s.versions()
         for (kind, instance), data in sorted(s.device_chunks().items()):
@@ -98,6 +99,7 @@ def verify(args: argparse.Namespace) -> int:
         _, mconf = load_machine_config(args.config, args.set)
         from ..progress import bars_on_terminal
         bars_on_terminal()
+        from ..resumecheck import against_disks
         problems += against_disks(s, mconf, deep=args.deep, notes=notes)
     finally:
         s.close()
@@ -109,46 +111,3 @@ def verify(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     print(f"{args.file}: OK ({'chunks, disk markers and disk contents' if args.deep else 'chunks and disk markers'} match)")
     return 0
-
-
-def against_disks(s, mconf, *, deep: bool, notes: list[str] | None = None) -> list[str]:
-    """What keeps the opened session ``s`` from resuming with ``mconf``'s disks (empty: nothing).
-    Disks accepted by a content check (touched, or restored from a copy) add a line to ``notes``."""
-    import dataclasses
-
-    from ..drivers.block import BlockError
-    from ..machine import Machine
-
-    missing = [f"disk {spec.path} is missing (blkdev at {spec.source or 'the config'})"
-               for spec in mconf.blkdevs if not os.path.lexists(spec.path)]
-    if missing:                       # (and it must not be made: that would be the demo disk anew)
-        return missing
-    chunks = s.device_chunks()
-    # only looks: every disk opened read-only, no overlay made or moved aside
-    mconf = dataclasses.replace(mconf, ram_mib=s.ram_size >> 20, session_file=None, inspect_only=True)
-    try:
-        machine = Machine(mconf)
-    except BlockError as e:
-        raise CommandError(str(e)) from None
-    from ..drivers.device import check_version
-
-    problems = []
-    bulk = s.bulk_chunks()
-    versions = s.versions()
-    try:
-        for dev in machine.devices:
-            dev.restore_bulk(bulk)
-            data = chunks.get((dev.kind, dev.instance))
-            if data is None:
-                problems.append(f"no saved state for device {dev.kind}/{dev.instance}")
-                continue
-            version = versions.get((dev.kind, dev.instance), 0)
-            problem = check_version(dev.kind, type(dev), version)
-            problems += [problem] if problem else dev.verify_state(data, version or 1, deep=deep)
-            if notes is not None:
-                notes += getattr(dev, "notes", [])
-    except BlockError as e:                  # a disk that cannot be read for its content check
-        problems.append(str(e))
-    finally:
-        machine.close()
-    return problems

@@ -31,7 +31,13 @@ OVERRIDE = "MOLPY_ENGINE"
 HOW_TO_GET = "run 'molpy engine build' (about a minute, once; needs a C compiler and cmake)"
 
 
-class EngineError(RuntimeError):
+if __name__ == "molpy.engine":
+    from molpy.errors import Error as _Root   # imports nothing: molpy's tree, at no cost
+else:                                         # setup.py loads this package alone, before molpy exists
+    _Root = Exception
+
+
+class EngineError(_Root):
     """The loaded Unicorn is not one molpy can run a guest on exactly."""
 
 

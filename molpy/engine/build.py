@@ -22,13 +22,13 @@ import tempfile
 import time
 from typing import Callable, Iterator
 
-from . import CMAKE_FLAGS, LIBRARY, PATCH_FILE, SDIST_SHA256, UNICORN_VERSION, build_key, built, cache_root, engine_dir
+from . import CMAKE_FLAGS, EngineError, LIBRARY, PATCH_FILE, SDIST_SHA256, UNICORN_VERSION, build_key, built, cache_root, engine_dir
 
 SDIST_NAME = f"unicorn-{UNICORN_VERSION}.tar.gz"
 _PERCENT = re.compile(rb"^\[\s*(\d+)%\]")
 
 
-class BuildError(RuntimeError):
+class BuildError(EngineError):
     """The engine could not be built; the message says which step and why."""
 
 

@@ -16,12 +16,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from ..errors import ConfigError
+
 MAX_LINE = 1 << 20            # one input's line (its console text is most of it)
 MAX_SECONDS = 7 * 24 * 3600   # a week: far beyond any input, and bounded
 KEYS = ("id", "console", "seconds")
 
 
-class FleetInputError(ValueError):
+class FleetInputError(ConfigError, ValueError):
     """Bad input for a fleet (inputs, results, options): one line for the user."""
 
 

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from ..errors import Error
 from .actor import FleetWorker
 from .inputs import Input
 from .runner import MAX_OUTPUT, PackedSession
@@ -34,7 +35,7 @@ START_TIMEOUT = 600.0       # no worker ready after this long: the cluster canno
 POLL = 0.2                  # how often the driver looks at the clock (hangs, stop requests)
 
 
-class FleetError(Exception):
+class FleetError(Error):
     """The whole run cannot go on (the workers cannot resume the session, Ray cannot
     start ...): one line for the user."""
 

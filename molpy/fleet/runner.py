@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from ..console import BufferConsole
+from ..errors import SessionError
 
 MAX_OUTPUT = 1 << 20           # the console text kept for one result; the rest is counted
 STOPS = {"exit": "exit", "fault": "fault", "timeout": "timeout", "quit": "idle"}
@@ -173,7 +174,7 @@ class Runner:
         self.machine.close()
 
 
-class FleetSessionError(Exception):
+class FleetSessionError(SessionError):
     """The session cannot be resumed with the fleet's configuration."""
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 
 from ..cpu import CpuState
+from ..errors import GuestError
 from ..mmu import LOAD, MSR_PR, MmuState, translate
 
 PAGE = 0x1000
 
 
-class MemoryFault(Exception):
+class MemoryFault(GuestError):
     """An address gdb named has no translation or is outside RAM."""
 
 

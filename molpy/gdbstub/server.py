@@ -13,12 +13,13 @@ import queue
 import socket
 import threading
 
+from ..errors import HostError
 from .packets import PacketReader, frame
 
 HOST = "127.0.0.1"
 
 
-class GdbError(Exception):
+class GdbError(HostError):
     """The stub cannot listen (port in use, bad port): a one-line message."""
 
 

@@ -1,8 +1,9 @@
-"""The one exception a molrc problem raises."""
+"""The one exception a molrc problem raises (molpy.errors.ConfigError, the config branch
+of molpy's error tree), and how its messages show words of the file."""
 
+from ..errors import ConfigError
 
-class ConfigError(Exception):
-    """A molrc problem; the message starts with ``FILE:LINE:`` when a line is to blame."""
+__all__ = ["ConfigError", "show", "printable"]
 
 
 def show(text: str, limit: int = 60) -> str:

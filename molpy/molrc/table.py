@@ -122,10 +122,11 @@ class Config:
             return None
         return resolve_path(d.words[0], d)
 
-    def checksum(self) -> str:
-        """A digest of the effective settings: a session records the config it ran with."""
+    def checksum(self, ignore: frozenset[str] = frozenset()) -> str:
+        """A digest of the effective settings (but ``ignore``): a session records the config
+        it ran with."""
         h = hashlib.sha256()
-        for key in sorted(self.defs):
+        for key in sorted(set(self.defs) - ignore):
             ds = self.defs[key] if key in MULTI_KEYS else self.defs[key][:1]
             for d in ds:
                 h.update(f"{key}\0{d.value}\n".encode("utf-8", "surrogatepass"))
