@@ -18,6 +18,8 @@ import tarfile
 from pathlib import Path
 from typing import Callable
 
+from ..errors import HostError
+
 TARBALL = "/usr/src/linux-source-6.1.tar.xz"
 TREE_NAME = "linux-source-6.1"
 CROSS = "powerpc-linux-gnu-"
@@ -26,7 +28,7 @@ HOW_TO_GET = "run 'molpy linux build' (about 8 minutes with -j2, once)"
 CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|n|m|\d+|0x[0-9a-fA-F]+|\".*\")$")
 
 
-class BuildError(Exception):
+class BuildError(HostError):
     """The kernel cannot be built; the message says what is missing or what failed."""
 
 
