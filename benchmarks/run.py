@@ -2,7 +2,9 @@
 
 Each module exposes ``run() -> list[dict]`` with keys: name, molpy, reference,
 ratio, target, unit (and optionally note). Results go to benchmarks/results.md and
-benchmarks/results.json. Usage: ``python -m benchmarks.run [-k NAME]``.
+benchmarks/results.json (or ``--out DIR``). README.md's table changes only with
+``--update-readme``, and then only in the rows that ran. Usage:
+``python -m benchmarks.run [-k NAME] [--out DIR] [--update-readme]``.
 """
 
 from __future__ import annotations
@@ -38,19 +40,21 @@ def write_table(rows: list[dict], path: Path) -> None:
              "faster (reference time / molpy time, or molpy rate / reference rate).",
              "", "| benchmark | molpy | reference | unit | ratio | target | note |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {fmt(r.get('molpy'))} | {fmt(r.get('reference'))} | {r.get('unit', '')} | "
-                     f"{fmt(r.get('ratio'))} | {r.get('target', '')} | {r.get('note', '')} |")
+    lines += [_line(r) for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", action="append", default=[], help="only benchmarks whose module name contains this")
-    ap.add_argument("--out", default=str(HERE), help="folder for results.md and results.json")
+    ap.add_argument("--out", default=str(HERE), help="folder for results.md and results.json (made if missing)")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="also put the rows that ran into README.md's results table (the others stay)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    ran: list[dict] = []
     names = discover(args.k)
     if args.k and (out / "results.json").exists():   # keep the other modules' rows
         rows = [r for r in json.loads((out / "results.json").read_text()) if r.get("module") not in names]
@@ -62,24 +66,41 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row.get('unit', '')} -> {fmt(row.get('ratio'))} (target {row.get('target', '')})",
                   file=sys.stderr, flush=True)
             rows.append({**row, "module": name})
+            ran.append(row)
     rows.sort(key=lambda r: r["module"])
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     write_table(rows, out / "results.md")
     print(f"wrote {out / 'results.md'}", file=sys.stderr)
-    if update_readme(out / "results.md", HERE.parent / "README.md"):
-        print("updated the results table in README.md", file=sys.stderr)
+    if args.update_readme:
+        if update_readme(ran, HERE.parent / "README.md"):
+            print(f"updated {len(ran)} rows of the results table in README.md", file=sys.stderr)
+        else:
+            print("README.md has no results markers; not changed", file=sys.stderr)
     return 0
 
 
-def update_readme(results: Path, readme: Path) -> bool:
-    """Put the table between README's results markers (README must stay true)."""
+def _line(r: dict) -> str:
+    return (f"| {r['name']} | {fmt(r.get('molpy'))} | {fmt(r.get('reference'))} | {r.get('unit', '')} | "
+            f"{fmt(r.get('ratio'))} | {r.get('target', '')} | {r.get('note', '')} |")
+
+
+def update_readme(ran: list[dict], readme: Path) -> bool:
+    """Replace the rows that ran in the table between README's results markers (by benchmark
+    name; new ones are appended), keeping every other row as it is."""
     start, end = "<!-- results -->", "<!-- /results -->"
     text = readme.read_text() if readme.exists() else ""
     if start not in text or end not in text:
         return False
-    table = results.read_text().split("\n", 2)[2].strip()
     head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    table, tail = rest.split(end, 1)
+    lines = table.strip("\n").splitlines()
+    fresh = {r["name"]: _line(r) for r in ran}
+    kept = []
+    for line in lines:
+        name = line.split("|")[1].strip() if line.startswith("|") and line.count("|") > 2 else None
+        kept.append(fresh.pop(name) if name in fresh else line)
+    kept += fresh.values()
+    readme.write_text(f"{head}{start}\n" + "\n".join(kept) + f"\n{end}{tail}")
     return True
 
 

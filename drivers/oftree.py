@@ -29,6 +29,8 @@ import logging
 import re
 import struct
 
+from molpy import guestwarn
+
 from .cparse import SPACE, scan_integer, strtoul32
 from .device import DeviceError
 
@@ -239,7 +241,7 @@ class DeviceTree:
             path = path.rstrip(b"/")
             cut = path.rfind(b"/")
             if cut < 0:
-                log.warning("create-node: %r has no parent to create it under", path)
+                guestwarn.warn(log, "create-node", "create-node: %r has no parent to create it under", path)
                 return None
             names.append(path[cut + 1:])
             path = path[:cut]

@@ -19,6 +19,7 @@ from typing import Callable
 
 from unicorn import ppc_const as P
 
+from . import guestwarn
 from .cpu import Cpu, RegisterFile, uclib
 from .errors import GuestError
 
@@ -32,6 +33,7 @@ MASK = 0xFFFFFFFF
 R3 = P.UC_PPC_REG_3
 
 log = logging.getLogger("molpy.osi")
+UNKNOWN_REMEMBERED = 1024       # distinct unknown selectors warned about once each
 
 Handler = Callable[..., "int | tuple[int, ...] | None"]
 
@@ -154,7 +156,8 @@ class OsiDispatcher:
         """MOL's answer: its unset vector returns 0; a selector past its table leaves r3 alone."""
         answer: "int | _NoResult" = 0 if sel < NUM_SELECTORS else NO_RESULT
         if sel not in self._unknown_seen:
-            self._unknown_seen.add(sel)
-            log.warning("guest called unknown OSI selector %d; %s", sel,
-                        "r3 left as it was" if answer is NO_RESULT else "returning 0")
+            if len(self._unknown_seen) < UNKNOWN_REMEMBERED:     # bounded: a guest may try them all
+                self._unknown_seen.add(sel)
+            guestwarn.warn(log, "unknown OSI selector", "guest called unknown OSI selector %d; %s", sel,
+                           "r3 left as it was" if answer is NO_RESULT else "returning 0")
         return answer
