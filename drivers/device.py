@@ -50,7 +50,8 @@ class DeviceContext:
     that may hold code; ``frontend``: the console (keys, output, stop requests);
     ``request_exit(code)``: the guest asked to exit; ``config``: the machine's settings;
     ``data_dir()``: molpy's own folder; ``protected_files()``: the run's disks, overlays
-    and session by (device, inode), which no file molpy writes may be.
+    and session by (device, inode), which no file molpy writes may be; ``end_slice()``:
+    end the guest's slice after this OSI call (interrupts are taken between slices).
     """
 
     config: "MachineConfig"
@@ -62,6 +63,7 @@ class DeviceContext:
     data_dir: Callable[[], str] = data_dir
     # (device, inode) -> what it is, for the files of the run molpy must never write over
     protected_files: Callable[[], dict] = dict
+    end_slice: Callable[[], None] = lambda: None
 
     def stop_requested(self) -> bool:
         """Ctrl-C, SIGTERM or a quit is pending (F12 is not: a save never cuts I/O short)."""

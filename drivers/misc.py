@@ -75,7 +75,12 @@ class MiscDevice(Device):
         return 0
 
     def usleep(self, microseconds: int) -> int:
-        """The host really sleeps, and wakes early on a key or a request."""
+        """The host really sleeps, and wakes early on a key or a request.
+
+        The slice ends with the call: an interrupt that fell due while the guest slept
+        (a guest idles until its decrementer) is taken at once if MSR[EE] is set, not up
+        to a slice later, when a guest polling for it may have masked it again."""
+        self.ctx.end_slice()     # first: no slice-timer stop falls due while the host sleeps
         frontend = self.ctx.frontend
         frontend.flush()
         if frontend.quit_on_eof and frontend.eof and not frontend.has_input():

@@ -150,7 +150,7 @@ class Machine:
         self.device_context = DeviceContext(
             config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
             code_changed=self.cpu.code_changed, request_exit=self.request_exit,
-            protected_files=self._protected_files)
+            protected_files=self._protected_files, end_slice=self._end_slice)
         self.devices = create_devices(self.device_context)
 
     def _protected_files(self) -> dict[tuple[int, int], str]:
@@ -211,6 +211,12 @@ class Machine:
         if self._error is None:
             self._error = exc
         self.cpu.stop()
+
+    def _end_slice(self) -> None:
+        """From an OSI call (USLEEP): the slice ends when the call returns, so the slice
+        timer has nothing to stop (it would retry its stop every 200 us while the host sleeps)."""
+        self.cpu.stop()
+        self._timer.disarm()
 
     def _on_dec_write(self) -> None:
         """The guest wrote DEC inside a slice: end the slice in time for its next exception."""

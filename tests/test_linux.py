@@ -104,3 +104,52 @@ def test_ctrl_d_powers_off_with_status_0(linux):
         assert pty.wait(30) == 0
     finally:
         pty.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (every thread of it counted)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def guest_uptime(pty: Pty) -> float:
+    start = len(pty.output)
+    shell(pty, "cat /proc/uptime", b"# ")
+    line = pty.output[start:].split(b"\n")[1]       # the echoed command, then the answer
+    return float(line.split()[0])
+
+
+def test_an_idle_shell_costs_little_host_cpu_and_keeps_host_time(linux):
+    """Idle at `# ` for 3 s: the kernel sleeps on the host (OSI USLEEP) until its next
+    decrementer. Before the fix this cost 50-80% of a core (the idle loop spun with a
+    decrementer due and MSR[EE] off between slices; the slice timer re-sent its stop every
+    200 us during each sleep); now ~3%. The bound is generous for a loaded 2-core host.
+    Guest time (/proc/uptime) must not run ahead of the host's."""
+    tmp, disk, rc = linux
+    spawned = time.monotonic()
+    pty = Pty("run", "-f", str(rc), "--fresh", cwd=tmp)
+    try:
+        pty.read_until(b"# ", 60)
+        host0 = time.monotonic()
+        up0 = guest_uptime(pty)
+        assert up0 <= host0 - spawned + 0.5         # booted after molpy started, not before
+        cpu0, t0 = cpu_seconds(pty.proc.pid), time.monotonic()
+        while time.monotonic() - t0 < 3:            # the measured window: the shell idles
+            if select.select([pty.master], [], [], 3 - (time.monotonic() - t0))[0]:
+                pty.output += os.read(pty.master, 65536)
+        cpu1, t1 = cpu_seconds(pty.proc.pid), time.monotonic()
+        share = (cpu1 - cpu0) / (t1 - t0)
+        assert share < 0.30, f"an idle shell used {share:.0%} of a host core"
+        up1 = guest_uptime(pty)
+        host1 = time.monotonic()
+        assert up1 - up0 <= host1 - host0 + 0.25, (up0, up1, host1 - host0)
+        assert up1 - up0 >= (t1 - t0) - 0.25        # nor does it stand still while idle
+        # `sleep` really sleeps (it was a silent no-op: glibc's nanosleep got ENOSYS)
+        t2 = time.monotonic()
+        shell(pty, "sleep 2", b"# ")
+        assert b"sleep:" not in pty.output[-200:]
+        assert time.monotonic() - t2 >= 1.95
+        pty.send(b"exit 0\n")
+        assert pty.wait(30) == 0
+    finally:
+        pty.close()

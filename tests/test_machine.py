@@ -75,6 +75,17 @@ def test_usleep_really_sleeps_and_wakes_on_a_key(machines):
     assert time.monotonic() - t0 < 0.3              # its 100 ms naps end early on a key
 
 
+def test_usleep_ends_the_slice_and_the_timer_rests_while_the_host_sleeps(machines):
+    """A USLEEP ends the slice (an interrupt due by then is taken at once) and disarms the
+    slice timer: before, the timer's deadline passed during the sleep and it re-sent its
+    stop every 200 us until the sleep was over (~500 stops in 0.4 s of naps)."""
+    m = machines("osi_calls", "0")
+    assert m.run(seconds=0.1) is Stop.TIMEOUT      # past the start, into the 100 ms naps
+    fired = m._timer.fired
+    assert m.run(seconds=0.4) is Stop.TIMEOUT
+    assert m._timer.fired - fired < 20
+
+
 def test_fpu(machines):
     m = machines("fpu")
     assert m.run(seconds=5) is Stop.EXIT and m.exit_code == 0

@@ -2,6 +2,7 @@
  * Builtins: echo TEXT [> FILE], cat FILE, ls [DIR], uname -a, sync, sleep SECONDS,
  * exit [N] (powers off with status N through molpy's OSI EXIT), Ctrl-D = exit 0. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,8 +81,19 @@ static void cmd_uname(void)
 
 static void cmd_sleep(const char *arg)
 {
-	struct timespec ts = { atoi(arg), 0 };
-	nanosleep(&ts, NULL);      /* glibc uses clock_nanosleep_time64 on 32-bit */
+	/* The 64-bit-time call itself (molpy's kernel has no COMPAT_32BIT_TIME); a failure
+	 * is said, never silent. */
+	struct { long long sec; long long nsec; } ts = { atoll(arg), 0 };
+	long r;
+
+	while ((r = syscall(SYS_clock_nanosleep_time64, CLOCK_MONOTONIC, 0, &ts, &ts)) != 0) {
+		if (errno != EINTR) {
+			say("sleep: ");
+			say(strerror(errno));
+			say("\n");
+			return;
+		}
+	}
 }
 
 int main(void)
