@@ -110,7 +110,7 @@ def test_start_kernel_bt_and_a_syscall_break_with_the_mmu_on(tmp_path):
                   "info registers msr pc", "p $msr",                          # $4
                   "p $r3", "p $r5", "x/s $r4",                              # $5 $6: write(1, "# ", 2)
                   "p/x *(unsigned int *)$r1",                               # $7: the kernel stack
-                  "x/2i $pc",
+                  "x/2i $pc", "stepi", "p $pc == ksys_write + 4",            # $8
                   "delete", "detach")
         # the boot: MMU off at the entry, physical 0
         assert "$1 = 0x0" in out, out
@@ -133,6 +133,7 @@ def test_start_kernel_bt_and_a_syscall_break_with_the_mmu_on(tmp_path):
         assert re.search(r'^0x[0-9a-f]+:\s+"# "', out, re.M), out
         assert re.search(r"^\$7 = 0xc[0-9a-f]{7}$", out, re.M), out      # its back chain
         assert re.search(r"^=> 0xc[0-9a-f]{7} <ksys_write>:\s+\w+", out, re.M), out
+        assert "$8 = 1" in out, out                  # one step, through the same translation
         # detached: the write goes on and the prompt reaches molpy's console
         m.read_until(b"# ", after=b"Run /sbin/init")
     finally:
