@@ -7,7 +7,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -42,10 +41,9 @@ def blk_of(m: Machine):
 
 def settled(d: DiskDigests, timeout: float = 30) -> None:
     """Wait (on the condition) until the background thread knows every region."""
-    end = time.monotonic() + timeout
-    while not (d.known and d.stale.find(1) < 0 and not d._inflight):
-        assert time.monotonic() < end, "digests never settled"
-        time.sleep(0.01)
+    with d._lock:                          # the thread notifies it when its last region is done
+        assert d._lock.wait_for(lambda: d.known and d.stale.find(1) < 0 and not d._inflight, timeout), \
+            "digests never settled"
 
 
 # -- 1. a disk changed while molpy has it open --
