@@ -115,6 +115,13 @@ class Device:
         """
         self.check_state(data, version)
 
+    def check_fit(self, data: bytes, version: int) -> None:
+        """Raise when ``load_state(data, version)`` could not work, changing nothing and
+        writing no file: StateError when the saved state is damaged, StateMismatch when
+        the host no longer fits it. A resume asks this of stand-ins made from the config
+        (disks opened read-only, attached to nothing) before any real device exists."""
+        self.check_state(data, version)
+
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
         """Raise StateError naming the field when saved state cannot be loaded (checks

@@ -21,8 +21,9 @@ def readonly_without_cow(path: str) -> str:
 def open_blkdev(spec, cow_dir: str | None, *, inspect_only: bool = False,
                 say: Callable[[str], None] | None = None) -> BlockBackend:
     """The backend a ``blkdev`` spec asks for. ``inspect_only`` (session verify) opens the
-    disk read-only and makes no overlay."""
-    ensure_demo_disk(spec.path)
+    disk read-only and makes (or moves) no file, the demo disk included."""
+    if not inspect_only:
+        ensure_demo_disk(spec.path)
     if not os.path.exists(spec.path):
         raise BlockError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'}; "
                          f"make one with 'molpy img create {spec.path} SIZE')")

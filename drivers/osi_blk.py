@@ -218,6 +218,8 @@ class OsiBlk(Device):
         self._warned: set[str] = set()
         self._checked: set[int] = set()    # units whose contents the last check read
         self.notes: list[str] = []         # disks accepted by a content check (one line each)
+        self.keep_digests = True           # False while a check of saved state has not passed
+        self._computed: list[DiskDigests] = []   # digests of another region size, read by a check
         for u in units:
             u.boot_flags = u.flags & INFO_BOOT_HINT
 
@@ -619,16 +621,22 @@ class OsiBlk(Device):
                     problems.append(f"disk {m['path']}: its contents changed since the session was saved "
                                     f"(same size and date, different data); put the disk back as it "
                                     f"was, or start with --fresh")
+        self.keep_digests = not problems        # (what a look that refuses read is forgotten)
         return problems
 
-    def load_state(self, data: bytes, version: int) -> None:
+    def check_fit(self, data: bytes, version: int) -> None:
+        self._fit(data, version)
+
+    def _fit(self, data: bytes, version: int) -> tuple[RingState, list[dict], dict[int, tuple[Any, int, int | None]]]:
+        """The saved ring and markers checked against these disks, and where each saved
+        overlay's contents lie. Digests read for the check are kept (cached at close)
+        only when the state fits: a refused resume leaves the data folder as it was."""
         self.notes = []
+        self.keep_digests = False
         ring, disks, inline = _parse_state(data, version)
         problems = self._disk_problems(disks, version)
         if problems:
             raise StateMismatch(problems[0])
-        for note in self.notes:
-            log.info("%s", note)
         loaded = RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units])
         overlays: dict[int, tuple[Any, int, int | None]] = {}
         for m in disks:
@@ -642,6 +650,14 @@ class OsiBlk(Device):
             if ref is None:
                 raise StateError(f"disk {m['path']}: the session holds no overlay contents for it")
             overlays[m["unit"]] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
+        self.keep_digests = True
+        return loaded, disks, overlays
+
+    def load_state(self, data: bytes, version: int) -> None:
+        loaded, disks, overlays = self._fit(data, version)
+        for note in self.notes:
+            log.info("%s", note)
+        self._save_digests()
         self._loaded_ring = loaded
         self._loaded_overlays = overlays
         for m, u in zip(disks, self.units):
@@ -730,8 +746,17 @@ class OsiBlk(Device):
                 found = d.finish(label=label) if d.known and not deep else d.compute(label)
         except OSError as e:
             raise BlockError(str(e)) from None
-        d.save_cache(self.ctx.data_dir())
+        if d is not u.digests:
+            self._computed.append(d)
         return found == m["digest"]
+
+    def _save_digests(self) -> None:
+        """Cache the digests known now (a disk read once, not per save or per resume)."""
+        if not self.keep_digests:
+            return
+        for d in [u.digests for u in self.units if u.digests is not None] + self._computed:
+            d.save_cache(self.ctx.data_dir())
+        self._computed = []
 
     def reset(self) -> None:
         """Back to the state last loaded: the ring registers and every cow overlay."""
@@ -760,13 +785,14 @@ class OsiBlk(Device):
         return found
 
     def close(self) -> None:
-        """Every disk's digests are cached when they are complete (a disk read once, not
-        per save), then the disks are closed."""
-        units, self.units = self.units, []
-        for u in units:
+        """Every disk's digests are cached when they are complete (unless a check of saved
+        state refused them), then the disks are closed."""
+        for u in self.units:
             if u.digests is not None:
                 u.digests.close()
-                u.digests.save_cache(self.ctx.data_dir())
+        self._save_digests()
+        units, self.units = self.units, []
+        for u in units:
             try:
                 u.backend.close()
             except OSError as e:   # closing must not lose the others

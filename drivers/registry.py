@@ -34,8 +34,9 @@ def device_classes() -> dict[str, type[Device]]:
     return found
 
 
-def create_devices(ctx: DeviceContext) -> list[Device]:
-    """The machine's devices, in DEVICES order, each attached to ``ctx``."""
+def create_devices(ctx: DeviceContext, *, attach: bool = True) -> list[Device]:
+    """The machine's devices, in DEVICES order, each attached to ``ctx`` (``attach=False``:
+    stand-ins that only look, for checking a session before a machine exists)."""
     devices: list[Device] = []
     try:
         for module in DEVICES:
@@ -47,6 +48,7 @@ def create_devices(ctx: DeviceContext) -> list[Device]:
         for dev in reversed(devices):   # one device's bad file must not leak the others' files
             dev.close()
         raise
-    for dev in devices:
-        dev.attach(ctx)
+    if attach:
+        for dev in devices:
+            dev.attach(ctx)
     return devices

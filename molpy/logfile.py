@@ -52,16 +52,28 @@ class CappedLogHandler(logging.Handler):
         super().__init__()
         self.path = path
         self.max_bytes = max_bytes
-        self.fd = open_log(path)
-        self.size = os.fstat(self.fd).st_size
         self.failed = False
-        if self.size >= max_bytes:
+        self.fd, self.size = -1, 0
+        if os.path.lexists(path):            # checked now; a missing log is made by its first line
+            self._open()
+        else:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+                raise LogFileError(f"cannot create the log {path}: its folder {folder} is missing "
+                                   f"or not writable")
+
+    def _open(self) -> None:
+        self.fd = open_log(self.path)
+        self.size = os.fstat(self.fd).st_size
+        if self.size >= self.max_bytes:
             self._rotate()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.failed:
             return
         try:
+            if self.fd < 0:
+                self._open()
             data = (self.format(record) + "\n").encode("utf-8", "replace")
             if self.size + len(data) > self.max_bytes:
                 self.size = os.fstat(self.fd).st_size     # another molpy may share the file

@@ -24,7 +24,7 @@ from . import boot
 from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
-from .drivers.device import DeviceContext, check_version
+from .drivers.device import DeviceContext
 from .drivers.registry import create_devices
 from .emulation.memory import GuestMemory
 from .emulation.session import SessionError, SessionUsed, open_session, write_session
@@ -32,6 +32,7 @@ from .emulation.state import StateError
 from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at
 from .osi import OsiDispatcher
+from .restore import check_fits, chunk_problems
 from .sites import Sites
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
@@ -404,8 +405,13 @@ class Machine:
             cpu = session.cpu_dict()
             state = CpuState.from_dict(cpu)
             timebase = parse_state(cpu[TIMEBASE_KEY]) if TIMEBASE_KEY in cpu else None
+            check_fits(session, config, path)       # phase one: nothing opened for writing yet
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
-            machine = cls(config, frontend, memory=memory)
+            try:
+                machine = cls(config, frontend, memory=memory)
+            except BaseException:
+                memory.close()
+                raise
             bulk = session.bulk_chunks()
             for dev in machine.devices:
                 dev.restore_bulk(bulk)
@@ -442,13 +448,9 @@ class Machine:
         (QEMU's rule: from its ``min_version`` up to its ``version``)."""
 
         versions = versions or {}
-        missing = [f"{d.kind}/{d.instance}" for d in self.devices if (d.kind, d.instance) not in chunks]
-        if missing:
-            raise SessionError(f"session {where} has no state for device {', '.join(missing)}")
-        for dev in self.devices:
-            problem = check_version(dev.kind, type(dev), versions.get((dev.kind, dev.instance), 0))
-            if problem:
-                raise SessionError(f"session {where}: {problem}")
+        problems = chunk_problems(self.devices, chunks, versions)
+        if problems:
+            raise SessionError(f"session {where}: {problems[0]}")
         self.set_state(state, timebase)
         self._saved_time = self.timebase.save()
         for dev in self.devices:
