@@ -153,6 +153,14 @@ class Device:
     notes: "list[str] | tuple[str, ...]" = ()
     """Lines for the user after a resume (a disk accepted by a content check)."""
 
+    units: "list | tuple" = ()
+    """The disks the device serves, in unit order (osi_blk's Unit records)."""
+
+    def open_files(self) -> list[tuple[int, str]]:
+        """(descriptor, what it is) of each file the device has open that no file molpy
+        writes may be (disks, overlays)."""
+        return []
+
     def redraw(self) -> None:
         """After a resume: show the user again what the guest last showed (its prompt)."""
 

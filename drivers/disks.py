@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Protocol
 
 from .block import BlockBackend, BlockError
 from .demo_disk import ensure_demo_disk
 from .overlays import open_overlay_for
 from .raw import RawBackend
+
+
+class DiskSpec(Protocol):
+    """What the block layer and osi_blk need of a blkdev line (molpy.molrc's BlkdevSpec
+    is one): the drivers own this protocol, the config layer fills it."""
+
+    path: str
+    readonly: bool           # -ro (the default): the guest may not write
+    cow: bool                # -cow: the guest's writes go to an overlay, the disk is never written
+    boot: bool               # -boot: the boot hint
+    cd: bool                 # -cd: a read-only removable CD-ROM
+    removable: bool          # -removable, -drvdisk
+    source: str              # FILE:LINE of its blkdev line, for messages
+    flags: tuple[str, ...]   # its flag words as given, for --check and the gdb monitor
 
 
 def readonly_without_cow(path: str) -> str:
@@ -18,7 +32,7 @@ def readonly_without_cow(path: str) -> str:
             f"again; add -cow to its blkdev (or use -ro)")
 
 
-def open_blkdev(spec, cow_dir: str | None, *, inspect_only: bool = False,
+def open_blkdev(spec: DiskSpec, cow_dir: str | None, *, inspect_only: bool = False,
                 say: Callable[[str], None] | None = None) -> BlockBackend:
     """The backend a ``blkdev`` spec asks for. ``inspect_only`` (session verify) opens the
     disk read-only and makes (or moves) no file, the demo disk included."""

@@ -17,7 +17,6 @@ docs/osi-abi.md); the host never raises for guest input.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -26,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from molpy.emulation.session import Bulk, BulkRef, Later, SessionError
-from molpy.emulation.state import (StateError, boolean, integer, loads, optional, record, text, u32,
-                                   u64)
+from molpy.emulation.state import StateError
 
+from .blk_state import (DESC_SIZE, MAX_RING_EL, OP_DUMMY, OP_NONE, OPS, REQ_READ, REQ_WRITE, BlkState,
+                        DiskMarker, RingState, parse_state)
 from .block import SECTOR, BlockBackend, BlockError, Identity
 from .device import Device, DeviceContext, StateMismatch
-from .digests import DiskDigests, valid_region
-from .disks import open_blkdev, readonly_without_cow
+from .digests import DiskDigests
+from .disks import DiskSpec, open_blkdev, readonly_without_cow
 
 log = logging.getLogger("molpy.osi_blk")
 
@@ -53,8 +53,6 @@ CNTRL_ROUTE_IRQ = 4
 CNTRL_GET_EVENTS = 5
 
 # descriptor flags
-REQ_READ = 1
-REQ_WRITE = 2
 REQ_RAISE_IRQ = 4
 REQ_SG_BUF = 8
 REQ_CNTRL_MASK = 0xFFFFFF00      # control requests live in the bits from 256 up
@@ -84,18 +82,11 @@ ERROR_NAMES = {E_INVAL: "EINVAL", E_NOUNIT: "ENOUNIT", E_RANGE: "ERANGE", E_FAUL
                E_LENGTH: "ELENGTH", E_ROFS: "EROFS", E_IO: "EIO", E_RING: "ERING",
                E_STOPPED: "ESTOPPED"}
 
-DESC_SIZE = 16
-MAX_RING_EL = 65536      # descriptors in a ring
 MAX_SG_BATCH = 32        # scatter-gather entries executed as one batch (MOL's MAX_IOVEC)
 TRANSFER_STEP = 16 << 20  # long transfers go in steps; a stop request is seen between them
 
-OP_NONE = 0              # no request since CNTRL start: data entries are counted, no I/O (MOL)
-OP_DUMMY = 3             # a control request: its data entries are consumed without I/O
-OPS = (OP_NONE, REQ_READ, REQ_WRITE, OP_DUMMY)
 
-LEGACY_MAGIC = b"MPBK"    # version 1: "MPBK" | u16 1 | u32 n | JSON | overlays inline
 BULK_KIND = "COWD"       # a layered unit's changes (a -cow overlay's); instance = unit number
-_LEGACY_HEAD = struct.Struct(">4sHI")
 _DESC = struct.Struct(">IIII")
 _TWO = struct.Struct(">II")
 _ONE = struct.Struct(">I")
@@ -105,7 +96,7 @@ _ONE = struct.Struct(">I")
 class Unit:
     """One disk as the guest sees it."""
 
-    spec: Any
+    spec: DiskSpec
     backend: BlockBackend
     flags: int
     dirty: bool = False            # written since the last load_state/reset (cow reset)
@@ -129,79 +120,23 @@ class Unit:
         return bool(self.flags & INFO_READ_ONLY)
 
 
-@dataclass
-class RingState:
-    """The engine's registers; the descriptors themselves live in guest RAM."""
-
-    base: int = 0
-    n_el: int = 0                  # 0: no ring set up
-    running: bool = False
-    head: int = 0                  # slot of the last descriptor taken (MOL's req_head)
-    completed: int = 0             # descriptors completed since CNTRL start (IRQ_ACK r4)
-    irq: bool = False              # the (virtual) interrupt line
-    cur_unit: int = -1             # the request the next data entries belong to
-    cur_op: int = OP_NONE
-    cur_pos: int = 0               # byte offset on the disk of the next data entry
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: Any, ram_size: int, disk_sizes: list[int]) -> "RingState":
-        """The ring registers from a saved record, every field checked against this machine:
-        a crafted session must not aim the engine outside RAM or outside a disk."""
-        keys = tuple(cls().__dict__)
-        d = record(d, "osi_blk ring", keys, optional=("event", "last_error"))   # (two retired fields)
-        n_el = integer(d["n_el"], "ring n_el", 0, MAX_RING_EL)
-        if n_el & (n_el - 1):
-            raise StateError("ring n_el: not a power of two")
-        base = u32(d["base"], "ring base")
-        if base + n_el * DESC_SIZE > ram_size or (base and base >= ram_size):
-            raise StateError("ring base: the ring lies outside RAM")
-        running = boolean(d["running"], "ring running")
-        if running and not n_el:
-            raise StateError("ring running: no ring is set up")
-        cur_unit = integer(d["cur_unit"], "ring cur_unit", -1, len(disk_sizes) - 1)
-        cur_op = integer(d["cur_op"], "ring cur_op", 0, max(OPS))
-        if cur_op in (REQ_READ, REQ_WRITE) and cur_unit < 0:
-            raise StateError("ring cur_op: a read or write with no unit")
-        limit = disk_sizes[cur_unit] if cur_unit >= 0 and cur_op in (REQ_READ, REQ_WRITE) else 0
-        return cls(base=base, n_el=n_el, running=running,
-                   head=integer(d["head"], "ring head", 0, max(n_el - 1, 0)),
-                   completed=u32(d["completed"], "ring completed"),
-                   irq=boolean(d["irq"], "ring irq"),
-                   cur_unit=cur_unit, cur_op=cur_op,
-                   cur_pos=integer(d["cur_pos"], "ring cur_pos", 0, limit))
-
-
-def unit_flags(spec: Any, backend: Any) -> int:
+def unit_flags(spec: DiskSpec, backend: BlockBackend) -> int:
     """DISK_INFO flags for a blkdev spec (MOL's add_drive)."""
     flags = INFO_MEDIA_PRESENT
-    if backend.readonly or getattr(spec, "readonly", False) or getattr(spec, "cd", False):
+    if backend.readonly or spec.readonly or spec.cd:
         flags |= INFO_READ_ONLY
-    if getattr(spec, "cd", False):
+    if spec.cd:
         flags |= INFO_CDROM | INFO_REMOVABLE
-    if getattr(spec, "removable", False):      # -removable, -drvdisk
+    if spec.removable:      # -removable, -drvdisk
         flags |= INFO_REMOVABLE
-    if getattr(spec, "boot", False):
+    if spec.boot:
         flags |= INFO_BOOT_HINT
     return flags
 
 
 class OsiBlk(Device):
-    """The ablk channel 0 and its units, in blkdev order.
-
-    Session state (``save_state``), version 3: UTF-8 JSON,
-    ``{"ring": RingState fields, "disks": [marker, ...]}`` with one marker per
-    unit: ``unit, path, size, inode, mtime_ns, dev`` (the disk's identity; for ``-cow``
-    the base disk's), ``cow``, ``readonly``, ``digest`` and ``region`` (the disk's
-    contents at save time: the root over the SHA-256 of each ``region`` bytes, see
-    drivers/digests.py), ``overlay`` (true when the unit held changes: they are the bulk
-    chunk ``COWD``/unit), ``boot`` (it holds the boot hint). Version 2 (still read) had no
-    ``region`` and ``digest`` was the SHA-256 of the whole disk (molpy 0.1.0); version 1
-    was ``"MPBK" | u16 1 | u32 n | JSON`` with ``overlay`` a byte length and the overlay
-    contents inline after the JSON.
-    """
+    """The ablk channel 0 and its units, in blkdev order. Its session state (the ring
+    registers and a disk-sync marker per unit, version 3) is described in drivers/blk_state.py."""
 
     kind = "ABLK"
     version = 3
@@ -531,13 +466,13 @@ class OsiBlk(Device):
 
     # -- sessions --
 
-    def marker(self, u: Unit, index: int) -> dict:
-        """The disk-sync marker of one unit, its digest still to come (see the class docstring)."""
+    def marker(self, u: Unit, index: int) -> DiskMarker:
+        """The disk-sync marker of one unit, its digest still to come (drivers/blk_state.py)."""
         ident = u.backend.identity()
-        return {"unit": index, "path": ident.path, "size": ident.size, "inode": ident.inode,
-                "mtime_ns": ident.mtime_ns, "dev": ident.dev, "cow": u.backend.layered, "readonly": u.readonly,
-                "digest": None, "region": None, "overlay": u.backend.changes_length() > 0,
-                "boot": bool(u.flags & INFO_BOOT_HINT)}
+        return DiskMarker(unit=index, path=ident.path, size=ident.size, inode=ident.inode,
+                          mtime_ns=ident.mtime_ns, dev=ident.dev, cow=u.backend.layered, readonly=u.readonly,
+                          digest=None, region=None, overlay=u.backend.changes_length() > 0,
+                          boot=bool(u.flags & INFO_BOOT_HINT))
 
     def save_state(self) -> bytes:
         return self.save_later().finish()
@@ -554,8 +489,8 @@ class OsiBlk(Device):
                     raise SessionError(f"disk {u.backend.path}: cannot flush it: {e.strerror}") from None
                 m = self.marker(u, i)
                 d = self._digests(u)
-                m["region"] = d.region
-                m["digest"] = "0" * 64                   # (the digest's width, for the bound)
+                m.region = d.region
+                m.digest = "0" * 64                   # (the digest's width, for the bound)
                 jobs.append(d.finish_later())
                 disks.append(m)
         except BaseException as e:
@@ -570,18 +505,18 @@ class OsiBlk(Device):
         ring = self.ring.as_dict()
 
         def encode() -> bytes:
-            return json.dumps({"ring": ring, "disks": disks}, separators=(",", ":")).encode()
+            return BlkState(ring, disks).encode()
 
         def finish() -> bytes:
             try:
                 for m, job in zip(disks, jobs):
-                    m["digest"] = job()
+                    m.digest = job()
             except OSError as e:
                 raise SessionError(str(e)) from None
             for m, u in zip(disks, self.units):      # the marker names what was verified
-                if self.marker(u, m["unit"])["mtime_ns"] != m["mtime_ns"] or \
-                        u.backend.identity().inode != m["inode"]:
-                    raise SessionError(f"disk {m['path']}: it changed while the session was saved "
+                if self.marker(u, m.unit).mtime_ns != m.mtime_ns or \
+                        u.backend.identity().inode != m.inode:
+                    raise SessionError(f"disk {m.path}: it changed while the session was saved "
                                        f"(another program writes it); save again when nothing else does")
             return encode()
         return Later(len(encode()), finish)
@@ -597,28 +532,29 @@ class OsiBlk(Device):
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         try:
-            ring, disks, _ = _parse_state(data, version)
+            state = parse_state(data, version)
         except StateError as e:
             return f"(damaged: {e})"
-        parts = [f"{m['path']}{' (holds changes)' if m['overlay'] else ''}" for m in disks]
-        return "disks: " + (", ".join(parts) or "none") + ("; ring running" if ring.get("running") is True else "")
+        parts = [f"{m.path}{' (holds changes)' if m.overlay else ''}" for m in state.disks]
+        return "disks: " + (", ".join(parts) or "none") + ("; ring running" if state.ring.get("running") is True else "")
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
         self.notes = []
         try:
-            ring, disks, inline = _parse_state(data, version)
-            RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units]
-                                if len(disks) == len(self.units) else [m["size"] for m in disks])
+            state = parse_state(data, version)
+            disks = state.disks
+            RingState.from_dict(state.ring, self.ctx.memory.size, [u.backend.size for u in self.units]
+                                if len(disks) == len(self.units) else [m.size for m in disks])
         except (ValueError, StateError) as e:
             return [str(e)]
         problems = self._disk_problems(disks, version, deep)
         for m in disks:
-            if m["overlay"] and inline is None and (BULK_KIND, m["unit"]) not in self._bulk:
-                problems.append(f"disk {m['path']}: the session holds no overlay contents for it")
+            if m.overlay and state.inline is None and (BULK_KIND, m.unit) not in self._bulk:
+                problems.append(f"disk {m.path}: the session holds no overlay contents for it")
         if deep and not problems:
             for m, u in zip(disks, self.units):
-                if m["digest"] and m["unit"] not in self._checked and not self._same_contents(u, m, version, True):
-                    problems.append(f"disk {m['path']}: its contents changed since the session was saved "
+                if m.digest and m.unit not in self._checked and not self._same_contents(u, m, version, True):
+                    problems.append(f"disk {m.path}: its contents changed since the session was saved "
                                     f"(same size and date, different data); put the disk back as it "
                                     f"was, or start with --fresh")
         self.keep_digests = not problems        # (what a look that refuses read is forgotten)
@@ -627,29 +563,30 @@ class OsiBlk(Device):
     def check_fit(self, data: bytes, version: int) -> None:
         self._fit(data, version)
 
-    def _fit(self, data: bytes, version: int) -> tuple[RingState, list[dict], dict[int, tuple[Any, int, int | None]]]:
+    def _fit(self, data: bytes, version: int) -> tuple[RingState, list[DiskMarker], dict[int, tuple[Any, int, int | None]]]:
         """The saved ring and markers checked against these disks, and where each saved
         overlay's contents lie. Digests read for the check are kept (cached at close)
         only when the state fits: a refused resume leaves the data folder as it was."""
         self.notes = []
         self.keep_digests = False
-        ring, disks, inline = _parse_state(data, version)
+        state = parse_state(data, version)
+        disks, inline = state.disks, state.inline
         problems = self._disk_problems(disks, version)
         if problems:
             raise StateMismatch(problems[0])
-        loaded = RingState.from_dict(ring, self.ctx.memory.size, [u.backend.size for u in self.units])
+        loaded = RingState.from_dict(state.ring, self.ctx.memory.size, [u.backend.size for u in self.units])
         overlays: dict[int, tuple[Any, int, int | None]] = {}
         for m in disks:
-            if not m["overlay"]:
+            if not m.overlay:
                 continue
             if inline is not None:                      # version 1: the contents follow the JSON
-                blob = inline[m["unit"]]
-                overlays[m["unit"]] = (_reader_of_bytes(blob), len(blob), None)
+                blob = inline[m.unit]
+                overlays[m.unit] = (_reader_of_bytes(blob), len(blob), None)
                 continue
-            ref = self._bulk.get((BULK_KIND, m["unit"]))
+            ref = self._bulk.get((BULK_KIND, m.unit))
             if ref is None:
-                raise StateError(f"disk {m['path']}: the session holds no overlay contents for it")
-            overlays[m["unit"]] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
+                raise StateError(f"disk {m.path}: the session holds no overlay contents for it")
+            overlays[m.unit] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
         self.keep_digests = True
         return loaded, disks, overlays
 
@@ -662,42 +599,41 @@ class OsiBlk(Device):
         self._loaded_overlays = overlays
         for m, u in zip(disks, self.units):
             u.dirty = True
-            if m["boot"] is not None:          # where the firmware's BLESS_DISK left the hint
-                u.boot_flags = INFO_BOOT_HINT if m["boot"] else 0
+            if m.boot is not None:          # where the firmware's BLESS_DISK left the hint
+                u.boot_flags = INFO_BOOT_HINT if m.boot else 0
         self.reset()
 
-    def _disk_problems(self, disks: list[dict], version: int, deep: bool = False) -> list[str]:
+    def _disk_problems(self, disks: list[DiskMarker], version: int, deep: bool = False) -> list[str]:
         """What keeps the saved disks from matching the ones attached now. A disk whose
         identity changed (touched, restored from a copy) but not its size is read, and
         accepted with a note (``self.notes``) when its contents are the saved ones."""
         self._checked = set()
         if len(disks) != len(self.units):
-            saved = ", ".join(m["path"] for m in disks) or "none"
+            saved = ", ".join(m.path for m in disks) or "none"
             now = ", ".join(u.backend.identity().path for u in self.units) or "none"
             return [f"the session was saved with disks [{saved}] but this config attaches [{now}]; "
                     f"attach the same blkdevs, or start with --fresh"]
         problems = []
         for m, u in zip(disks, self.units):
             now = u.backend.identity()
-            path = m["path"]
+            path = m.path
             if now.path != path:
-                problems.append(f"unit {m['unit']}: the session was saved with disk {path} but this config "
+                problems.append(f"unit {m.unit}: the session was saved with disk {path} but this config "
                                 f"attaches {now.path} there; attach the same blkdevs, or start with --fresh")
                 continue
-            if m["overlay"] and not (u.backend.layered or getattr(u.spec, "cow", False)):
+            if m.overlay and not (u.backend.layered or u.spec.cow):
                 problems.append(f"disk {path}: the session holds the guest's changes to it in a cow "
                                 f"overlay; attach it with -cow to resume, or start with --fresh")
                 continue
-            if self.ctx.config.session_readonly and not getattr(u.spec, "readonly", True) \
-                    and not getattr(u.spec, "cow", False):
+            if self.ctx.config.session_readonly and not u.spec.readonly and not u.spec.cow:
                 problems.append(readonly_without_cow(path))
                 continue
-            saved = Identity(path, m["size"], m["inode"], m["mtime_ns"], m["dev"] if m["dev"] is not None else now.dev)
+            saved = Identity(path, m.size, m.inode, m.mtime_ns, m.dev if m.dev is not None else now.dev)
             changes = saved.changes(now)
             if not changes:
                 continue
-            if now.size == saved.size and m["digest"]:
-                self._checked.add(m["unit"])
+            if now.size == saved.size and m.digest:
+                self._checked.add(m.unit)
                 if self._same_contents(u, m, version, deep):
                     self.notes.append(f"disk {path}: {'; '.join(changes)}; its contents are still the ones "
                                       f"the session was saved with (checked)")
@@ -726,17 +662,17 @@ class OsiBlk(Device):
         for u in self.units:
             self._digests(u).start_background()
 
-    def _same_contents(self, u: Unit, m: dict, version: int, deep: bool) -> bool:
+    def _same_contents(self, u: Unit, m: DiskMarker, version: int, deep: bool) -> bool:
         """Whether the disk holds what the marker's digest says (``deep``: read it, never
         the cache). Markers of version 3 hold the root of region digests, older ones the
         SHA-256 of the whole disk."""
         plain = version < 3
         d = self._digests(u)
-        if not plain and m["region"] != d.region:       # (a session of a molpy with other regions)
+        if not plain and m.region != d.region:       # (a session of a molpy with other regions)
             disk = u.backend.disk()
-            d = DiskDigests(disk.fd, disk.size, disk.path, region=m["region"], block_device=not disk.regular)
+            d = DiskDigests(disk.fd, disk.size, disk.path, region=m.region, block_device=not disk.regular)
             d.load_cache(self.ctx.data_dir())
-        label = f"checking {os.path.basename(m['path'])}"
+        label = f"checking {os.path.basename(m.path)}"
         try:
             if plain:
                 if deep or d.plain is None:
@@ -748,7 +684,7 @@ class OsiBlk(Device):
             raise BlockError(str(e)) from None
         if d is not u.digests:
             self._computed.append(d)
-        return found == m["digest"]
+        return found == m.digest
 
     def _save_digests(self) -> None:
         """Cache the digests known now (a disk read once, not per save or per resume)."""
@@ -818,75 +754,7 @@ def _reader_of_file(fd: int, offset: int, length: int):
     return read
 
 
-def _marker(m: Any, i: int, version: int) -> dict:
-    """One disk-sync marker, every field checked (the session file is untrusted)."""
-    m = record(m, f"osi_blk disk {i}", ("unit", "path", "size", "inode", "mtime_ns", "cow", "readonly",
-                                          "digest", "overlay") + (("region",) if version >= 3 else ()),
-               optional=("dev", "boot"))
-    integer(m["unit"], f"disk {i} unit", i, i)
-    text(m["path"], f"disk {i} path")
-    u64(m["size"], f"disk {i} size")
-    u64(m["inode"], f"disk {i} inode")
-    integer(m["mtime_ns"], f"disk {i} mtime_ns", -(1 << 63), (1 << 63) - 1)
-    m.setdefault("dev", None)
-    optional(m["dev"], u64, f"disk {i} dev")
-    boolean(m["cow"], f"disk {i} cow")
-    m.setdefault("boot", None)
-    optional(m["boot"], boolean, f"disk {i} boot")
-    boolean(m["readonly"], f"disk {i} readonly")
-    digest = optional(m["digest"], text, f"disk {i} digest", 64)
-    if digest is not None and (len(digest) != 64 or digest.strip("0123456789abcdef")):
-        raise StateError(f"disk {i} digest: not a SHA-256")
-    m.setdefault("region", None)
-    optional(m["region"], integer, f"disk {i} region", 1, 1 << 62)
-    if digest is not None and version >= 3:
-        if m["region"] is None or not valid_region(m["size"], m["region"]):
-            raise StateError(f"disk {i} region: {m['region']} bytes is not a region size molpy uses")
-    if version == 1:
-        optional(m["overlay"], integer, f"disk {i} overlay", 0, 1 << 62)
-    else:
-        boolean(m["overlay"], f"disk {i} overlay")
-    return m
-
-
-MAX_DISKS = 64
-
-
-def _parse_state(data: bytes, version: int) -> tuple[Any, list[dict], dict[int, bytes] | None]:
-    """Split saved state: (ring record, markers, version-1 inline overlays or None).
-
-    StateError (a ValueError) naming the field when it is damaged or crafted."""
-    if version >= 2:
-        doc, inline = loads(data, "osi_blk state"), None
-    else:
-        if len(data) < _LEGACY_HEAD.size:
-            raise StateError("osi_blk state is truncated")
-        magic, legacy, n = _LEGACY_HEAD.unpack_from(data)
-        if magic != LEGACY_MAGIC or legacy != 1 or _LEGACY_HEAD.size + n > len(data):
-            raise StateError("osi_blk state (version 1) is damaged")
-        doc, inline = loads(data[_LEGACY_HEAD.size:_LEGACY_HEAD.size + n], "osi_blk state"), {}
-    doc = record(doc, "osi_blk state", ("ring", "disks"))
-    if type(doc["disks"]) is not list or len(doc["disks"]) > MAX_DISKS:
-        raise StateError(f"osi_blk state: disks is not a list of at most {MAX_DISKS} markers")
-    disks = [_marker(m, i, version) for i, m in enumerate(doc["disks"])]
-    if inline is None:
-        return doc["ring"], disks, None
-    pos = _LEGACY_HEAD.size + n
-    for m in disks:
-        size = m["overlay"]
-        m["overlay"] = size is not None
-        if size is None:
-            continue
-        if pos + size > len(data):
-            raise StateError("osi_blk state is truncated (overlay data missing)")
-        inline[m["unit"]] = bytes(data[pos:pos + size])
-        pos += size
-    if pos != len(data):
-        raise StateError("osi_blk state has trailing bytes")
-    return doc["ring"], disks, inline
-
-
-def open_units(specs: list, cow_dir: str | None, inspect_only: bool = False) -> list[Unit]:
+def open_units(specs: list[DiskSpec], cow_dir: str | None, inspect_only: bool = False) -> list[Unit]:
     """Open every blkdev in order; on a failure close the ones already open and re-raise.
 
     ``inspect_only`` (session verify) opens every disk read-only and makes no overlay."""

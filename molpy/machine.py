@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from unicorn import UC_PROT_ALL, UcError
 from unicorn import unicorn_const as UC
@@ -37,6 +38,9 @@ from .sites import Sites
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
 from .timebase import TimeBase, parse_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .drivers.disks import DiskSpec
 
 SLICE_US = 10_000                       # 10 ms: keys are seen well within 100 ms
 # A booted guest's time base starts at 0 and its decrementer at 0xFFFFFFFF: it passes
@@ -86,7 +90,7 @@ class MachineConfig:
     bootfile: str | None = None
     boot_args: str = ""
     cpu: str | None = None
-    blkdevs: list = field(default_factory=list)
+    blkdevs: "list[DiskSpec]" = field(default_factory=list)
     cow_dir: str | None = None
     session_file: str | None = None
     session_readonly: bool = False
@@ -158,8 +162,7 @@ class Machine:
         """The files this machine has open that nothing molpy writes may be (by device and
         inode): every disk, every -cow overlay, the session it runs from."""
         found: dict[tuple[int, int], str] = {}
-        opened = [(fd, what) for dev in getattr(self, "devices", [])
-                  for fd, what in getattr(dev, "open_files", lambda: [])()]
+        opened = [(fd, what) for dev in getattr(self, "devices", []) for fd, what in dev.open_files()]
         if self._session is not None:
             opened.append((self._session.fd, f"the session file {self.config.session_file}"))
         for fd, what in opened:
@@ -193,7 +196,7 @@ class Machine:
         if not args:
             unit = 0
             for dev in self.devices:
-                for i, u in enumerate(getattr(dev, "units", []) if dev.kind == "ABLK" else []):
+                for i, u in enumerate(dev.units):
                     if u.flags & 8:          # the boot hint
                         unit = i
                         break

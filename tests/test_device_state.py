@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from molpy.drivers.device import Device, check_version
 from molpy.drivers.registry import device_classes
 from molpy.emulation.session import SessionError, open_session
 from molpy.machine import Machine, MachineConfig, Stop
+from sessionkit import ENTRY, reseal_versions
 
-ENTRY = struct.Struct(">4sIQQII")
 TREE = """\
 {
     (property name               <str>   "device-tree" )
@@ -102,19 +101,6 @@ def test_ring_console_and_irq_counts_survive_a_save_in_another_machine(tmp_path)
         assert m.run(seconds=0.05) is Stop.TIMEOUT
     finally:
         m.close()
-
-
-def reseal_versions(data: bytes, versions: dict[bytes, int]) -> bytes:
-    out = bytearray(data)
-    n = struct.unpack_from(">I", out, 104)[0]
-    for i in range(n):
-        e = list(ENTRY.unpack_from(out, 4096 + 32 * i))
-        if e[0] in versions:
-            e[5] = (e[5] & ~0xFFFF) | versions[e[0]]
-            out[4096 + 32 * i:4096 + 32 * i + 32] = ENTRY.pack(*e)
-    struct.pack_into(">I", out, 108, zlib.crc32(out[4096:4096 + 32 * n]))
-    struct.pack_into(">I", out, 4092, zlib.crc32(out[:4092]))
-    return bytes(out)
 
 
 @pytest.mark.parametrize("kind,version", [(b"ABLK", 4), (b"CONS", 99), (b"NVRM", 2), (b"CPU ", 2)])

@@ -143,13 +143,13 @@ def test_a_damaged_state_still_blames_the_file(tmp_path):
     rc = molrc(tmp_path, readonly=True, cow=True)
     session = saved_at_prompt(rc)
     conf = machine_config(rc)
-    real = osi_blk._parse_state
+    real = osi_blk.parse_state
     try:
-        osi_blk._parse_state = lambda data, version: real(b"{}", 2)      # a chunk missing its fields
+        osi_blk.parse_state = lambda data, version: real(b"{}", 2)      # a chunk missing its fields
         with pytest.raises(SessionError, match="is damaged"):
             Machine.from_session(str(session), conf, BufferConsole())
     finally:
-        osi_blk._parse_state = real
+        osi_blk.parse_state = real
 
 
 def test_a_bug_anywhere_in_a_command(tmp_path, molpy_home):

@@ -210,7 +210,8 @@ def config_for(session_path: str, molrc: str | None = None):
 
 def saved_disks(session_path: str) -> list:
     """The blkdevs a session was saved with, as specs, from its disk-sync markers."""
-    from ..drivers.osi_blk import OsiBlk, _parse_state
+    from ..drivers.blk_state import parse_state
+    from ..drivers.osi_blk import OsiBlk
     from ..emulation.session import SessionError, open_session
     from ..emulation.state import StateError
     from ..molrc.disks import BlkdevSpec
@@ -224,13 +225,13 @@ def saved_disks(session_path: str) -> list:
     if data is None:
         return []
     try:
-        _, disks, _ = _parse_state(data, version)
+        disks = parse_state(data, version).disks
     except StateError as e:
         raise SessionError(f"session {session_path} is damaged ({e})") from None
     specs = []
     for m in disks:
-        writable = bool(m["cow"]) or not m["readonly"]
-        specs.append(BlkdevSpec(path=m["path"], readonly=not writable, cow=writable, boot=bool(m["boot"]),
-                                source=f"{session_path}, disk {m['unit']}",
+        writable = m.cow or not m.readonly
+        specs.append(BlkdevSpec(path=m.path, readonly=not writable, cow=writable, boot=bool(m.boot),
+                                source=f"{session_path}, disk {m.unit}",
                                 flags=("-rw", "-cow") if writable else ("-ro",)))
     return specs

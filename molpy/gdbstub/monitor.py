@@ -15,7 +15,7 @@ HELP = """molpy monitor commands:
 def info_disks(machine) -> str:
     lines = []
     for dev in machine.devices:
-        for i, unit in enumerate(getattr(dev, "units", ())):
+        for i, unit in enumerate(dev.units):
             flags = " ".join(unit.spec.flags) or "(no flags)"
             mode = "read-only" if unit.readonly else "read-write"
             lines.append(f"unit {i}: {unit.spec.path}: {unit.backend.size} bytes, {mode}, {flags}")
