@@ -23,17 +23,10 @@ from dataclasses import dataclass
 from molpy.emulation.records import as_doc, nullable, parse, saved
 from molpy.emulation.state import StateError, boolean, integer, loads, record, text, u32, u64
 
+from .blk_abi import DESC_SIZE, MAX_RING_EL, OP_NONE, OPS, REQ_READ, REQ_WRITE
 from .digests import valid_region
 
-DESC_SIZE = 16           # a ring descriptor's bytes
-MAX_RING_EL = 65536      # descriptors in a ring
 MAX_DISKS = 64           # markers a state may hold
-
-REQ_READ = 1             # descriptor flags that are also the ring's current operation
-REQ_WRITE = 2
-OP_NONE = 0              # no request since CNTRL start: data entries are counted, no I/O (MOL)
-OP_DUMMY = 3             # a control request: its data entries are consumed without I/O
-OPS = (OP_NONE, REQ_READ, REQ_WRITE, OP_DUMMY)
 
 LEGACY_MAGIC = b"MPBK"
 _LEGACY_HEAD = struct.Struct(">4sHI")

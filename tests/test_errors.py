@@ -136,20 +136,20 @@ def test_a_bug_in_load_state_is_a_molpy_bug_not_a_damaged_session(tmp_path, molp
 def test_a_damaged_state_still_blames_the_file(tmp_path):
     """The other side: a state that fails its checks is the file's fault ("damaged")."""
     from molpy.console import BufferConsole
-    from molpy.drivers import osi_blk
+    from molpy.drivers import blk_sessions
     from molpy.machine import Machine
     from test_session import machine_config
 
     rc = molrc(tmp_path, readonly=True, cow=True)
     session = saved_at_prompt(rc)
     conf = machine_config(rc)
-    real = osi_blk.parse_state
+    real = blk_sessions.parse_state
     try:
-        osi_blk.parse_state = lambda data, version: real(b"{}", 2)      # a chunk missing its fields
+        blk_sessions.parse_state = lambda data, version: real(b"{}", 2)      # a chunk missing its fields
         with pytest.raises(SessionError, match="is damaged"):
             Machine.from_session(str(session), conf, BufferConsole())
     finally:
-        osi_blk.parse_state = real
+        blk_sessions.parse_state = real
 
 
 def test_a_bug_anywhere_in_a_command(tmp_path, molpy_home):
