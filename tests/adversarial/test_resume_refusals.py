@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import molpy
+from conftest import tally
 from kit import resumes, saved_session
 from molpy.config import BlkdevSpec
 from molpy.console import BufferConsole
@@ -131,6 +132,7 @@ def no_state_for_a_device(tmp, disk, conf):
     return dataclasses.replace(conf, oftree=str(tree)), SessionError, "no state for device"
 
 
+WHAT = "refused resumes (12 reasons; library and `molpy run`): a file or folder changed"
 REASONS = [contents_changed, disk_grew, other_disk, one_more_disk, overlay_without_cow, missing_disk,
            _crafted(b"ABLK", _ring_outside_ram), _crafted(b"ABLK", _marker_size_text),
            _crafted(b"CONS", _console_garbage), _crafted(b"CPU ", _cpu_pc_text),
@@ -149,6 +151,7 @@ def test_a_refused_resume_changes_nothing(tmp_path, molpy_home, reason, readonly
         Machine.from_session(conf.session_file, conf, BufferConsole(b"exit 4\n")).close()
     assert isinstance(e.value, error) and words in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert snapshot(tmp_path, molpy_home) == before
+    tally(WHAT, 1)
 
 
 def test_what_a_resume_accepts_still_resumes_after_refusals(tmp_path, molpy_home):
@@ -178,3 +181,4 @@ def test_a_refused_molpy_run_changes_nothing(tmp_path, molpy_home, cli, reason):
     err = r.stderr.decode()
     assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert snapshot(tmp_path, molpy_home) == before
+    tally(WHAT, 1)
