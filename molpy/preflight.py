@@ -40,6 +40,7 @@ def problems(mconf, *, deep: bool = False, notes: list[str] | None = None,
     found: list[str] = []
     found += elf_problems("bootfile", mconf.bootfile, mconf, deep)
     found += elf_problems("of_image", mconf.of_image, mconf, deep)
+    found += kernel_problems(mconf, deep)
     disks = disk_problems(mconf)
     found += disks
     found += cow_dir_problems(mconf)
@@ -183,6 +184,33 @@ def elf_problems(key: str, path: str | None, mconf, deep: bool) -> list[str]:
             read_elf(path, mconf.ram_mib << 20)
         except BootError as e:
             return [f"{key} {e}"]
+    return []
+
+
+def kernel_problems(mconf, deep: bool) -> list[str]:
+    """``kernel:``, ``initrd:`` and ``dtb:`` as a Linux boot reads them. A run checks only
+    that none is a FIFO, a folder ... (a resume needs none of them); --check reads them as
+    the boot would: the kernel as an ELF, the initrd against the RAM, the device tree."""
+    files = [("initrd", mconf.initrd, "initrd image"), ("dtb", mconf.dtb, "flattened device tree")]
+    if mconf.kernel and mconf.kernel != "linux":
+        files.insert(0, ("kernel", mconf.kernel, "vmlinux ELF file"))
+    found = []
+    for key, path, what in files:
+        problem = path and not_a_regular_file(path, what)
+        if problem:
+            found.append(f"{key} {problem}")
+    if not deep or found:
+        return found
+    if not mconf.kernel:
+        return [f"{key} {path} is set, but no kernel: boots it" for key, path, _ in files if path]
+    from .boot import BootError
+    from .linux.boot import plan_kernel, resolve_kernel
+    try:
+        plan_kernel(mconf.ram_mib << 20, resolve_kernel(mconf.kernel), mconf.boot_args or "",
+                    cpu=mconf.cpu, initrd=mconf.initrd, dtb=mconf.dtb)
+    except BootError as e:
+        text = str(e)
+        return [text if text.startswith("kernel:") else f"kernel {text}"]
     return []
 
 

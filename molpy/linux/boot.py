@@ -113,12 +113,24 @@ def make_fdt(ram_size: int, bootargs: str, cpu: str | None = None,
     return bytes(fdt.as_bytearray())
 
 
-def load_kernel(memory, path: str, bootargs: str, *, cpu: str | None = None,
-                initrd: str | None = None, dtb: str | None = None) -> CpuState:
-    """Place kernel, initrd and device tree in RAM; return the entry CPU state."""
-    size = memory.size
-    kernel = read_kernel(path, size)
-    fdt_addr = size - FDT_RESERVE
+@dataclass
+class KernelPlan:
+    """Where a Linux boot puts everything in RAM, every input checked (nothing written yet)."""
+
+    kernel: Kernel
+    initrd_range: tuple[int, int] | None
+    initrd_data: bytes
+    fdt_addr: int
+    fdt: bytes
+
+
+def plan_kernel(ram_size: int, path: str, bootargs: str, *, cpu: str | None = None,
+                initrd: str | None = None, dtb: str | None = None) -> KernelPlan:
+    """Read and check kernel, initrd and device tree for a machine of ``ram_size`` bytes
+    (BootError naming the file): what a boot does before it writes RAM, and all that
+    ``molpy run --check`` does with them."""
+    kernel = read_kernel(path, ram_size)
+    fdt_addr = ram_size - FDT_RESERVE
     top = fdt_addr - STACK_RESERVE          # initrd goes below the stack
     initrd_range = None
     initrd_data = b""
@@ -141,19 +153,26 @@ def load_kernel(memory, path: str, bootargs: str, *, cpu: str | None = None,
         if blob[:4] != b"\xd0\x0d\xfe\xed":
             raise BootError(f"{dtb}: not a flattened device tree (no magic)")
     else:
-        blob = make_fdt(size, bootargs, cpu, initrd_range)
+        blob = make_fdt(ram_size, bootargs, cpu, initrd_range)
     if len(blob) > FDT_RESERVE:
         raise BootError(f"device tree is {len(blob)} bytes; at most {FDT_RESERVE} fit")
-    for seg in kernel.segments:
+    return KernelPlan(kernel, initrd_range, initrd_data, fdt_addr, blob)
+
+
+def load_kernel(memory, path: str, bootargs: str, *, cpu: str | None = None,
+                initrd: str | None = None, dtb: str | None = None) -> CpuState:
+    """Place kernel, initrd and device tree in RAM; return the entry CPU state."""
+    plan = plan_kernel(memory.size, path, bootargs, cpu=cpu, initrd=initrd, dtb=dtb)
+    for seg in plan.kernel.segments:
         memory.write(seg.paddr, seg.data)
         if seg.memsz > len(seg.data):
             memory.write(seg.paddr + len(seg.data), bytes(seg.memsz - len(seg.data)))
-    if initrd_range:
-        memory.write(initrd_range[0], initrd_data)
-    memory.write(fdt_addr, blob)
-    state = CpuState(msr=BOOT_MSR, pc=kernel.entry)
-    state.gpr[1] = (fdt_addr - 256) & ~0xF
-    state.gpr[3] = fdt_addr
+    if plan.initrd_range:
+        memory.write(plan.initrd_range[0], plan.initrd_data)
+    memory.write(plan.fdt_addr, plan.fdt)
+    state = CpuState(msr=BOOT_MSR, pc=plan.kernel.entry)
+    state.gpr[1] = (plan.fdt_addr - 256) & ~0xF
+    state.gpr[3] = plan.fdt_addr
     state.gpr[4] = 0
     state.gpr[5] = 0
     return state
