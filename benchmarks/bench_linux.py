@@ -1,0 +1,115 @@
+"""Linux on molpy, whole `molpy run` processes on a pty (issue 20, item 5): a fresh boot
+of molpy's kernel to the shell's prompt against a resume of a read-only session (+ -cow)
+to the same prompt. Python's bytecode cache is on, as for a user (guest_run.process_env).
+
+Needs the kernel `molpy linux build` made; without it this benchmark has no rows and
+says so. Not measured here yet: QEMU's mac99 boot and -loadvm of the same kernel (it
+needs a second kernel build for QEMU's platform), and a shell loop against bare metal.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.guest_run import process_env
+
+F12 = b"\x1b[24~"
+TIMEOUT = 120.0
+
+
+class _Run:
+    """One ``molpy run`` on a pty, read until a marker."""
+
+    def __init__(self, args: list[str], env: dict, cwd: str) -> None:
+        self.master, slave = os.openpty()
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "molpy", "run", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, env=env, cwd=cwd, start_new_session=True)
+        os.close(slave)
+        self.output = b""
+
+    def until(self, *markers: bytes) -> float:
+        """Seconds since the start when every marker was seen, in order."""
+        pos = 0
+        deadline = time.monotonic() + TIMEOUT
+        for marker in markers:
+            while (found := self.output.find(marker, pos)) < 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
+                    raise RuntimeError(f"molpy run: {marker!r} not seen; output: {self.output[-400:]!r}")
+                if select.select([self.master], [], [], min(left, 1.0))[0]:
+                    try:
+                        self.output += os.read(self.master, 65536)
+                    except OSError:                   # the process is gone
+                        pass
+            pos = found + len(marker)
+        return time.perf_counter() - self.start
+
+    def finish(self, keys: bytes) -> int:
+        os.write(self.master, keys)
+        try:
+            while self.proc.poll() is None:
+                if select.select([self.master], [], [], 1.0)[0]:
+                    try:
+                        self.output += os.read(self.master, 65536)
+                    except OSError:
+                        break
+            return self.proc.wait(TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            os.close(self.master)
+
+
+def _fresh(rc: str, env: dict, tmp: str) -> float:
+    r = _Run(["-f", rc, "--fresh"], env, tmp)
+    took = r.until(b"Run /sbin/init", b"\n# ")
+    r.finish(b"exit 0\n")
+    return took
+
+
+def _resumed(rc: str, env: dict, tmp: str) -> float:
+    r = _Run(["-f", rc], env, tmp)
+    took = r.until(b"resumed session", b"# ")
+    assert r.finish(b"exit 0\n") == 0, r.output[-400:]
+    return took
+
+
+def run() -> list[dict]:
+    from molpy.linux.build import cached_vmlinux
+    from molpy.linux.rootfs import make_disk
+
+    if cached_vmlinux() is None:
+        print("bench_linux: molpy's kernel is not built ('molpy linux build'); no rows", file=sys.stderr)
+        return []
+    with tempfile.TemporaryDirectory(prefix="molpy-bench-linux-") as tmp:
+        disk = os.path.join(tmp, "root.img")
+        make_disk(disk, 16)
+        home = os.path.join(tmp, "home")
+        os.makedirs(home)
+        env = process_env(MOLPY_HOME=home)
+        session = os.path.join(tmp, "linux.session")
+        rc = os.path.join(tmp, "molrc")
+        with open(rc, "w") as f:
+            f.write(f"ram_size: 64\nkernel: linux\nblkdev: {disk} -rw -boot\nsession_file: {session}\n")
+        r = _Run(["-f", rc, "--fresh"], env, tmp)           # untimed: bytecode compiled and cached
+        r.until(b"Run /sbin/init", b"\n# ")
+        assert r.finish(F12) == 0, r.output[-400:]
+        with open(rc, "w") as f:                            # the recipe: read-only session, -cow
+            f.write(f"ram_size: 64\nkernel: linux\nblkdev: {disk} -rw -boot -cow\nsession_file: {session}\n"
+                    f"session_readonly: yes\ncow_dir: {tmp}\n")
+        _resumed(rc, env, tmp)                              # untimed
+        resumed = statistics.median(_resumed(rc, env, tmp) for _ in range(5))
+        fresh = statistics.median(_fresh(rc, env, tmp) for _ in range(3))
+    return [{"name": "Linux: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
+             "molpy": resumed, "reference": fresh, "unit": "s", "ratio": fresh / resumed,
+             "target": ">= 8 (and <= 0.25 s)",
+             "note": "reference: the same command booting the kernel fresh (--fresh) to the prompt; "
+                     "64 MiB RAM, ext2 root on osi_blk"}]
