@@ -48,6 +48,19 @@ class BuildWithEngine(build_py):
                 except builder.BuildError as e:
                     sys.exit(f"molpy engine: {e}")
         super().run()
+        self._copy_linux_sources()
+
+    def _copy_linux_sources(self):
+        """guest/linux (the kernel patches, config fragment and init.c) into the package, so
+        an installed molpy can run ``molpy linux build`` and ``molpy img linux`` (molpy/linux/build.py)."""
+        src = os.path.join(HERE, "guest", "linux")
+        dest = os.path.join(self.build_lib, "molpy", "linux", "source")
+        for folder, _, files in os.walk(src):
+            for name in files:
+                if name.endswith((".patch", ".config", ".c")):
+                    target = os.path.join(dest, os.path.relpath(os.path.join(folder, name), src))
+                    self.mkpath(os.path.dirname(target))
+                    self.copy_file(os.path.join(folder, name), target, preserve_mode=False)
 
 
 setup(cmdclass={"build_py": BuildWithEngine})

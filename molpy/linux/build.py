@@ -33,8 +33,10 @@ class BuildError(HostError):
 
 
 def source_dir() -> Path:
-    """guest/linux of the molpy tree: the patch series and the config fragment."""
-    return Path(__file__).resolve().parents[2] / "guest" / "linux"
+    """The patch series, config fragment and init.c: guest/linux of the molpy tree (a
+    checkout, an editable install), else the copy an installed molpy carries (setup.py)."""
+    tree = Path(__file__).resolve().parents[2] / "guest" / "linux"
+    return tree if tree.is_dir() else Path(__file__).resolve().parent / "source"
 
 
 def cache_root() -> Path:
@@ -176,7 +178,7 @@ def build(say: Callable[[str], None], *, tarball: str = TARBALL, jobs: int = 2,
     """Build (or find in the cache) molpy's vmlinux; returns its path."""
     src = source_dir()
     if not (src / "molpy.config").is_file():
-        raise BuildError(f"{src}: no molpy.config (molpy linux build runs from a molpy source tree)")
+        raise BuildError(f"{src}: no molpy.config (this molpy carries no kernel sources: install it from its source tree)")
     for tool in (CROSS + "gcc", "make", "patch", "flex", "bison", "bc"):
         if shutil.which(tool) is None:
             raise BuildError(f"{tool} not found (needs gcc-powerpc-linux-gnu, make, patch, flex, bison, bc)")

@@ -19,7 +19,7 @@ from .build import CROSS, BuildError, source_dir
 def build_init(out: Path) -> None:
     src = source_dir() / "userland" / "init.c"
     if not src.is_file():
-        raise BuildError(f"{src}: missing (molpy img linux runs from a molpy source tree)")
+        raise BuildError(f"{src}: missing (this molpy carries no kernel sources: install it from its source tree)")
     if shutil.which(CROSS + "gcc") is None:
         raise BuildError(f"{CROSS}gcc not found (install gcc-powerpc-linux-gnu)")
     r = subprocess.run([CROSS + "gcc", "-static", "-Os", "-Wall", "-o", str(out), str(src)],
