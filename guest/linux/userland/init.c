@@ -1,6 +1,8 @@
 /* molpy's Linux userland: /init, a tiny shell on the console (docs/linux.md).
  * Builtins: echo TEXT [> FILE], cat FILE, ls [DIR], uname -a, sync, sleep SECONDS,
- * exit [N] (powers off with status N through molpy's OSI EXIT), Ctrl-D = exit 0. */
+ * spin N (N million iterations of the bench guest's 3-instruction loop, for
+ * benchmarks/bench_linux.py), exit [N] (powers off with status N through molpy's OSI
+ * EXIT), Ctrl-D = exit 0. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -79,6 +81,16 @@ static void cmd_uname(void)
 	say(line);
 }
 
+static void cmd_spin(const char *arg)
+{
+	/* The loop of guest/tests/bench.c "spin", instruction for instruction. */
+	unsigned long x = 0, n = strtoul(arg, NULL, 10);
+
+	for (unsigned long i = 0; i < n; i++)
+		__asm__ volatile("mtctr %1\n1: addi %0, %0, 1\n addi %0, %0, 1\n bdnz 1b"
+				 : "+b"(x) : "r"(1000000) : "ctr");
+}
+
 static void cmd_sleep(const char *arg)
 {
 	/* The 64-bit-time call itself (molpy's kernel has no COMPAT_32BIT_TIME); a failure
@@ -124,6 +136,7 @@ int main(void)
 		else if (!strcmp(cmd, "uname")) cmd_uname();
 		else if (!strcmp(cmd, "sync")) sync();
 		else if (!strcmp(cmd, "sleep")) cmd_sleep(arg);
+		else if (!strcmp(cmd, "spin")) cmd_spin(arg);
 		else if (!strcmp(cmd, "exit")) power_off(atoi(arg));
 		else { say(cmd); say(": not found\n"); }
 	}
