@@ -35,7 +35,7 @@ class DiskFormat:
 
 
 RAW = DiskFormat("raw", "a raw disk image", False)
-_CONVERT = "convert it to a raw image first (qemu-img convert -O raw FILE NEW.img)"
+_CONVERT = "convert it to raw (qemu-img convert -O raw)"
 
 
 def _container(name: str, description: str, hint: str = _CONVERT) -> DiskFormat:
@@ -76,13 +76,13 @@ def probe_bytes(head: bytes) -> DiskFormat:
     if head[:16] in (b"WithoutFreeSpace", b"WithouFreSpacExt"):
         return _container("parallels", "a Parallels image")
     if head[:8] == b"MOLPYCOW":
-        return _container("molpy-overlay", "a molpy overlay (a -cow disk's changes, not a disk)",
+        return _container("molpy-overlay", "a molpy overlay (the changes of a -cow disk)",
                           "name its base disk with -cow instead; 'molpy cow info FILE' shows it")
     if head[:8] == b"MOLPYSES":
-        return _container("molpy-session", "a molpy session file, not a disk",
+        return _container("molpy-session", "a molpy session file",
                           "give it as session_file; 'molpy session info FILE' shows it")
     if head[:8] == b"MOLPYDGC":
-        return _container("molpy-digests", "a molpy digest cache file, not a disk", "")
+        return _container("molpy-digests", "a molpy digest cache file", "")
     if head[:2] == b"ER":
         return DiskFormat("apm", "a raw disk with an Apple partition map", False)
     return _volume(head[1024:1536])
@@ -130,9 +130,8 @@ def probe_path(path: str) -> DiskFormat | None:
 def refusal(fmt: DiskFormat, path: str, source: str = "") -> str:
     """The one line that refuses a container as a blkdev: its format, what to do, the flag."""
     hint = f"{fmt.hint}, or " if fmt.hint else ""
-    return (f"disk {path} is {fmt.description}, not a raw disk: molpy serves only raw disks; "
-            f"{hint}add {RAW_FLAG} to its blkdev to attach its bytes as they are "
-            f"(blkdev at {source or 'the config'})")
+    return (f"disk {path} is {fmt.description}, not a raw disk: {hint}add {RAW_FLAG} to its "
+            f"blkdev to attach its bytes as they are (blkdev at {source or 'the config'})")
 
 
 def refusal_for(spec, fmt: DiskFormat | None) -> str | None:
