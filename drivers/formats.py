@@ -66,7 +66,8 @@ def probe_bytes(head: bytes) -> DiskFormat:
         return _container("vmdk", "a VMDK sparse image (VMware)")
     if head.lstrip(b" \t\r\n")[:21] == b"# Disk DescriptorFile":
         return _container("vmdk", "a VMDK descriptor (VMware; the disk's data is in the extent "
-                                  "files it names)")
+                                  "files it names)",
+                          "attach the flat extent file it names (raw), or " + _CONVERT)
     if _u32le(head, 0x40) == VDI_SIGNATURE or (head[:4] == b"<<< " and b" Disk Image >>>" in head[:64]):
         return _container("vdi", "a VDI image (VirtualBox)")
     if head[:8] == b"vhdxfile":
