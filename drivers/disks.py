@@ -7,6 +7,7 @@ from typing import Callable, Protocol
 
 from .block import BlockBackend, BlockError
 from .demo_disk import ensure_demo_disk
+from .formats import probe_fd, refusal_for
 from .overlays import open_overlay_for
 from .raw import RawBackend
 
@@ -22,6 +23,7 @@ class DiskSpec(Protocol):
     cd: bool                 # -cd: a read-only removable CD-ROM
     removable: bool          # -removable, -drvdisk
     source: str              # FILE:LINE of its blkdev line, for messages
+    raw: bool                # -raw: attach its bytes as they are, even a container image
     flags: tuple[str, ...]   # its flag words as given, for --check and the gdb monitor
 
 
@@ -35,19 +37,22 @@ def readonly_without_cow(path: str) -> str:
 def open_blkdev(spec: DiskSpec, cow_dir: str | None, *, inspect_only: bool = False,
                 say: Callable[[str], None] | None = None) -> BlockBackend:
     """The backend a ``blkdev`` spec asks for. ``inspect_only`` (session verify) opens the
-    disk read-only and makes (or moves) no file, the demo disk included."""
+    disk read-only and makes (or moves) no file, the demo disk included. A container image
+    (qcow2, a molpy overlay ...) is refused unless the line says -raw (drivers/formats.py):
+    the probe reads the descriptor just opened, so what is checked is what is served."""
     if not inspect_only:
         ensure_demo_disk(spec.path)
     if not os.path.exists(spec.path):
         raise BlockError(f"disk {spec.path} does not exist (blkdev at {spec.source or 'the config'}; "
                          f"make one with 'molpy img create {spec.path} SIZE')")
-    if inspect_only:
-        return RawBackend(spec.path, readonly=True)
-    if spec.cow:
-        base = RawBackend(spec.path, readonly=True)
-        try:
-            return open_overlay_for(base, cow_dir, say=say)
-        except BaseException:
-            base.close()
-            raise
-    return RawBackend(spec.path, readonly=spec.readonly)
+    disk = RawBackend(spec.path, readonly=spec.readonly or spec.cow or inspect_only)
+    try:
+        refused = refusal_for(spec, probe_fd(disk.fd))
+        if refused:
+            raise BlockError(refused)
+        if spec.cow and not inspect_only:
+            return open_overlay_for(disk, cow_dir, say=say)
+    except BaseException:
+        disk.close()
+        raise
+    return disk

@@ -216,6 +216,7 @@ def kernel_problems(mconf, deep: bool) -> list[str]:
 
 def disk_problems(mconf) -> list[str]:
     from .drivers.demo_disk import default_demo_path
+    from .drivers.formats import probe_path, refusal_for
 
     found = []
     seen: dict[tuple[int, int] | str, str] = {}
@@ -238,6 +239,10 @@ def disk_problems(mconf) -> list[str]:
             if not os.access(spec.path, os.R_OK | (os.W_OK if writes else 0)):
                 how = " read-write" if writes else ""
                 found.append(f"disk {spec.path}: cannot open it{how}: permission denied {where}")
+            else:                  # the run's own rule (open_blkdev): no container as a raw disk
+                refused = refusal_for(spec, probe_path(spec.path))
+                if refused:
+                    found.append(refused)
             key = (st.st_dev, st.st_ino)
         if key in seen:
             found.append(f"disk {spec.path} is listed twice (blkdev at {seen[key]} and {spec.source or 'the config'})")

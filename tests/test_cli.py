@@ -52,7 +52,7 @@ def test_config_errors_are_one_line_with_file_and_line(cli, tmp_path):
     r = cli("run", "-f", str(rc))
     assert r.returncode == 2
     assert r.stderr.decode().strip() == f"molpy: error: {rc}:2: blkdev: unknown flag '-bogus' " \
-        "(known: -ro -rw -force -cdrom -cd -cdboot -boot -boot1 -whole -removable -drvdisk -ignore -cow)"
+        "(known: -ro -rw -force -cdrom -cd -cdboot -boot -boot1 -whole -removable -drvdisk -ignore -cow -raw)"
     r = cli("run", "-f", str(tmp_path / "missing"))
     assert r.returncode == 2 and b"cannot read" in r.stderr and b"Traceback" not in r.stderr
     r = cli("run", "-s", "novalue")

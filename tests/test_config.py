@@ -314,7 +314,7 @@ def test_disks_in_the_users_own_molrc_are_never_left_out():
 
 @pytest.mark.parametrize("line, message", [
     ("blkdev: d.img -rx", "unknown flag '-rx' (known: -ro -rw -force -cdrom -cd -cdboot -boot -boot1 "
-                          "-whole -removable -drvdisk -ignore -cow)"),
+                          "-whole -removable -drvdisk -ignore -cow -raw)"),
     ("blkdev: d.img -cwo", "unknown flag '-cwo'"),
     ("blkdev: d.img -r", "unknown flag '-r'"),                 # MOL took prefixes; molpy does not
     ("blkdev: d.img other.img", "unknown flag 'other.img'"),

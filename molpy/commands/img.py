@@ -36,9 +36,12 @@ def add_parser(sub) -> None:
     lx.add_argument("file", help="the image to create (must not exist)")
     lx.add_argument("--size", type=int, default=16, metavar="MIB", help="size in MiB (default 16)")
     lx.set_defaults(func=linux_disk)
-    i = cmds.add_parser("info", help="size and allocation of an image",
-                        description="Show an image's size, the space it takes on the host and, when "
-                                    "it is a molpy demo disk, its boot count.")
+    i = cmds.add_parser("info", help="format, size and allocation of an image",
+                        description="Show an image's format as its header says (raw, an Apple "
+                                    "partition map, an HFS volume; or a container molpy refuses as "
+                                    "a blkdev: qcow2, vmdk, vdi, a molpy overlay or session ...), its "
+                                    "size, the space it takes on the host and, when it is a molpy "
+                                    "demo disk, its boot count.")
     i.add_argument("file")
     i.set_defaults(func=info)
 
@@ -95,6 +98,7 @@ def info(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
     from ..drivers.raw import RawBackend
     from ..drivers.demo_disk import read_boot_count
+    from ..drivers.formats import RAW_FLAG, probe_fd
 
     try:
         disk = RawBackend(args.file, readonly=True, lock=False)
@@ -102,9 +106,15 @@ def info(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     try:
         st = os.fstat(disk.fd)
+        fmt = probe_fd(disk.fd)
         print(f"image:     {disk.path}")
-        print(f"size:      {_human(disk.size)} ({disk.size} bytes, {disk.size // 512} sectors)")
-        if disk.size % 512:
+        print(f"format:    {fmt.name}: {fmt.description}" if fmt else "format:    unknown (unreadable)")
+        print(f"size:      {_human(disk.size)} ({disk.size} bytes, {disk.size // 512} sectors)"
+              + (" of the file" if fmt and fmt.container else ""))
+        if fmt and fmt.container:
+            print(f"note:      not a raw disk: a blkdev refuses it unless its line says {RAW_FLAG}"
+                  + (f"; {fmt.hint}" if fmt.hint else ""))
+        if disk.size % 512 and not (fmt and fmt.container):
             print(f"warning:   the size is not a multiple of 512; the last {disk.size % 512} bytes "
                   "are not reachable by the guest")
         print(f"allocated: {_human(st.st_blocks * 512)} on the host")

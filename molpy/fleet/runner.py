@@ -231,7 +231,9 @@ def saved_disks(session_path: str) -> list:
     specs = []
     for m in disks:
         writable = m.cow or not m.readonly
+        # raw: the session was saved with this disk attached, so molpy took it as a raw disk
+        # then (a container only with -raw); its markers check that it is still those bytes
         specs.append(BlkdevSpec(path=m.path, readonly=not writable, cow=writable, boot=bool(m.boot),
-                                source=f"{session_path}, disk {m.unit}",
+                                raw=True, source=f"{session_path}, disk {m.unit}",
                                 flags=("-rw", "-cow") if writable else ("-ro",)))
     return specs

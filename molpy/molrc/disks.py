@@ -14,6 +14,9 @@ Flags (MOL's blkdev.c), plus molpy's own ``-cow``:
   -drvdisk    MOL's driver disk (removable)
   -ignore     leave this line out
   -cow        molpy: writes go to an overlay, the disk is opened read-only
+  -raw        molpy: attach the file's bytes as a raw disk even when its header says it
+              is a container image (qcow2, vmdk, vdi, a molpy overlay or session ...),
+              which molpy otherwise refuses (drivers/formats.py)
 
 A flag word that is an unexpanded ``${...}`` is skipped (MOL's ``${cdboot}``); a word
 holding several flags (``${mbflags}`` expands to ``-ro -drvdisk``) is split at spaces.
@@ -56,6 +59,7 @@ class BlkdevSpec:
     removable: bool = False
     boot1: bool = False
     drvdisk: bool = False
+    raw: bool = False            # -raw: attach even a container image's bytes as they are
     flags: tuple[str, ...] = ()  # the flag words as given (for --check)
     key: str = "blkdev"          # blkdev or blkdev_mol
 
@@ -67,7 +71,7 @@ FLAGS: dict[str, frozenset[str]] = {
     "-cdboot": frozenset({"boot1", "boot"}), "-boot": frozenset({"boot"}),
     "-boot1": frozenset({"boot1", "boot"}), "-whole": frozenset({"whole"}),
     "-removable": frozenset({"removable"}), "-drvdisk": frozenset({"drvdisk", "removable"}),
-    "-ignore": frozenset({"ignore"}), "-cow": frozenset({"cow"}),
+    "-ignore": frozenset({"ignore"}), "-cow": frozenset({"cow"}), "-raw": frozenset({"raw"}),
 }
 MAC_BOOT_TYPES = ("newworld", "oldworld", "osx")
 BOOT_TYPES = ("newworld", "osx", "oldworld", "linux", "elf")   # MOL's boot_method values
@@ -107,7 +111,7 @@ def spec_for(d: Definition) -> BlkdevSpec | None:
                       cow="cow" in effects, boot="boot" in effects, cd="cd" in effects,
                       force="force" in effects, whole="whole" in effects, source=d.where,
                       removable="removable" in effects, boot1="boot1" in effects,
-                      drvdisk="drvdisk" in effects, flags=given, key=d.key)
+                      drvdisk="drvdisk" in effects, raw="raw" in effects, flags=given, key=d.key)
 
 
 def disk_keys(boot_method: str | None) -> tuple[str, ...]:
@@ -185,7 +189,10 @@ def mac_volumes(device: str, writable: bool) -> list[str]:
 def probe_volume(path: str) -> tuple[str | None, int]:
     """(kind, size in bytes) of a disk or partition: "partitioned" (an Apple partition
     map), "hfs", "hfs+" (plain or wrapped in HFS), "hfsx", "unknown"; None when it cannot
-    be read. Opened read-only and non-blocking, regular files and block devices only."""
+    be read. Opened read-only and non-blocking, regular files and block devices only; the
+    signatures are the block layer's probe (drivers/formats.py)."""
+    from molpy.drivers.formats import PROBE_BYTES, probe_bytes
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
@@ -195,25 +202,17 @@ def probe_volume(path: str) -> tuple[str | None, int]:
         if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
             return None, 0
         size = os.lseek(fd, 0, os.SEEK_END)
-        block0, mdb = os.pread(fd, 512, 0), os.pread(fd, 512, 1024)
+        head = os.pread(fd, PROBE_BYTES, 0)
     except OSError:
         return None, 0
     finally:
         os.close(fd)
-    if len(block0) < 512:
+    if len(head) < 512:
         return None, size
-    if block0[:2] == b"ER":
+    name = probe_bytes(head).name
+    if name == "apm":
         return "partitioned", size
-    if len(mdb) < 512:
-        return "unknown", size
-    signature = mdb[:2]
-    if signature == b"H+":
-        return "hfs+", size
-    if signature == b"HX":
-        return "hfsx", size
-    if signature == b"BD":
-        return ("hfs+" if mdb[124:126] == b"H+" else "hfs"), size
-    return "unknown", size
+    return (name if name in ("hfs", "hfs+", "hfsx") else "unknown"), size
 
 
 def disk_meaning(spec: BlkdevSpec) -> str:
@@ -221,6 +220,7 @@ def disk_meaning(spec: BlkdevSpec) -> str:
     words = ["copy-on-write" if spec.cow else "read-only" if spec.readonly else "read-write"]
     words += [what for flag, what in ((spec.cd, "CD-ROM"), (spec.removable and not spec.cd, "removable"),
                                       (spec.drvdisk, "MOL's driver disk"), (spec.boot, "boot disk"),
-                                      (spec.whole and not spec.cd, "whole device"), (spec.force, "-force"))
+                                      (spec.whole and not spec.cd, "whole device"), (spec.force, "-force"),
+                                      (spec.raw, "raw whatever its header says"))
               if flag]
     return ", ".join(words)
