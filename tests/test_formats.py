@@ -224,7 +224,7 @@ def test_a_short_or_unreadable_file_is_raw_or_unknown(tmp_path):
 
 def test_molpys_own_magics_are_the_probes():
     from molpy.drivers.cow import MAGIC as COW
-    from molpy.drivers.digests import CACHE_MAGIC
+    from molpy.drivers.digest_cache import CACHE_MAGIC
     from molpy.emulation.session import MAGIC as SESSION
 
     for magic, name in ((COW, "molpy-overlay"), (SESSION, "molpy-session"),

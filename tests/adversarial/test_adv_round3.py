@@ -15,6 +15,7 @@ from conftest import tally
 from kit import demo_rc, saved_session
 from molpy.config import load_config
 from molpy.console import BufferConsole
+from molpy.drivers import digest_cache
 from molpy.drivers import digests as D
 from molpy.drivers.device import StateMismatch
 from molpy.drivers.digests import DiskDigests
@@ -314,10 +315,10 @@ def test_prune_removes_only_files_molpy_made(tmp_path):
     home.mkdir()
     (home / "digests").mkdir(mode=0o700)
     made = _user_files(home / "digests")
-    _cache_many(home, tmp_path, D.MAX_CACHED + 6)
+    _cache_many(home, tmp_path, digest_cache.MAX_CACHED + 6)
     names = {p.name for p in (home / "digests").iterdir()}
     assert set(made) <= names
-    assert len(names - set(made)) == D.MAX_CACHED
+    assert len(names - set(made)) == digest_cache.MAX_CACHED
     for name in made:
         assert (home / "digests" / name).read_bytes() == made[name]
 
