@@ -122,6 +122,7 @@ class CommitResult:
     sectors: int
     resumed: bool
     base: str
+    wrote: bool = True             # False: the disk was not opened for writing (nothing to commit)
 
 
 def commit(path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -132,6 +133,10 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
     needs the disk the layer was made for (unchanged), and a commit that was interrupted
     is finished only into the very disk it started writing, whose identity it recorded
     before it wrote anything. ``force`` overrides both. DiskChanged names what changed.
+
+    An empty layer (not an interrupted commit) has nothing to write: neither the disk nor
+    the layer is touched, so sessions saved against the disk still resume.
+    ``progress(done, total)`` counts sectors.
     """
     layer = open_layer(path)
     try:
@@ -139,6 +144,8 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
         resumed = layer.committing
         extents = layer.block_status(layer.progress if resumed else 0)
         total = sum(e.count for e in extents)
+        if not resumed and not total:
+            return CommitResult(sectors=0, resumed=False, base=target.path, wrote=False)
         try:
             disk = RawBackend(target.path, readonly=False)
         except BlockError as e:
