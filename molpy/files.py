@@ -19,6 +19,7 @@ import secrets
 import stat
 import threading
 import zlib
+from dataclasses import dataclass
 from typing import Callable
 
 from .errors import HostError
@@ -75,6 +76,52 @@ def lock_holder(fd: int) -> int | None:
                         return pid
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+@dataclass(frozen=True)
+class InUse:
+    """Another process holds a flock on a file: ``pid`` (None when /proc/locks does not
+    say) and whether that holder may write it (an exclusive lock)."""
+
+    pid: int | None
+    writing: bool
+
+    @property
+    def who(self) -> str:
+        return f"another molpy (pid {self.pid})" if self.pid else "another molpy"
+
+    def __str__(self) -> str:
+        return f"{self.who}, which {'writes to it' if self.writing else 'reads it'}"
+
+    def line(self) -> str:
+        """For an inspection's ``in use:`` line."""
+        if self.writing:
+            return f"by {self}; what it holds may change while that molpy runs"
+        return f"by {self} (read-only: it does not change it)"
+
+
+def in_use(fd: int) -> InUse | None:
+    """Whether another process holds a flock on the file of ``fd`` (None: nobody does).
+
+    For read-only inspection (``cow info``, ``img info``, ``session info``): it looks and
+    lets go at once, so it never keeps a starting molpy from its file. ``fd`` must be an
+    open file description of the caller's own that holds no lock of its own.
+    """
+    try:
+        lock(fd, exclusive=True)
+    except FileLocked as e:
+        try:
+            lock(fd, exclusive=False)
+        except FileLocked:
+            return InUse(e.pid, writing=True)
+        except OSError:
+            return InUse(e.pid, writing=False)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return InUse(e.pid, writing=False)
+    except OSError:                   # a file system without flock: nobody can hold one
+        return None
+    fcntl.flock(fd, fcntl.LOCK_UN)
     return None
 
 

@@ -137,3 +137,79 @@ def _read_all(master: int, proc: subprocess.Popen, timeout: float = 60) -> bytes
             break
     proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     return data
+
+
+# -- 14. read-only inspection of files a running molpy holds --
+
+class Running:
+    """A real `molpy run` in pipe mode, waited on by what it prints (never by time)."""
+
+    def __init__(self, rc: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "molpy", "run", "-f", str(rc)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.output = b""
+
+    def read_until(self, needle: bytes, timeout: float = 60) -> None:
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while needle not in self.output:
+            left = deadline - time.monotonic()
+            assert left > 0, f"did not see {needle!r}: {self.output!r}"
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"molpy ended before {needle!r}: {self.output!r} {self.proc.stderr.read()!r}"
+                self.output += chunk
+
+    def finish(self, keys: bytes) -> int:
+        self.proc.communicate(keys, timeout=60)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def test_cow_info_works_on_an_overlay_a_running_molpy_holds(cli, tmp_path):
+    """Found: `cow info` was refused on an overlay in use, though it only reads."""
+    rc = molrc(tmp_path, readonly=True, cow=True)
+    session = saved_at_prompt(rc)
+    disk = tmp_path / "disk.img"
+    run = Running(rc)
+    try:
+        run.read_until(b"molpy> ")                   # resumed: its disks and overlay are open and locked
+        overlays = sorted((tmp_path / "cow").glob("*.cow"))
+        assert len(overlays) == 1, overlays
+        overlay = overlays[0]
+        held = overlay.read_bytes()
+        who = f"by another molpy (pid {run.proc.pid})"
+        r = cli("cow", "info", str(overlay))
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.decode()
+        assert f"in use:   {who}, which writes to it; what it holds may change" in out, out
+        assert "holds:    1 sectors" in out and "disk matches: yes" in out, out
+        # the class: every look that only reads works and says so ...
+        r = cli("img", "info", str(disk))
+        assert r.returncode == 0 and f"in use:    {who}, which reads it (read-only" in r.stdout.decode(), r
+        r = cli("session", "info", str(session))
+        assert r.returncode == 0 and f"in use:   {who}, which resumed it" in r.stdout.decode(), r
+        # ... and what writes is still refused, naming the holder, with nothing changed
+        for action in ("commit", "discard"):
+            r = cli("cow", action, str(overlay))
+            assert r.returncode == 2 and f"pid {run.proc.pid}".encode() in r.stderr, r.stderr
+        assert overlay.read_bytes() == held
+        assert run.finish(b"exit 4\n") == 4
+    finally:
+        run.close()
+    r = cli("cow", "info", str(overlay))
+    assert r.returncode == 0 and b"in use" not in r.stdout, r.stdout
+    assert b"in use" not in cli("img", "info", str(disk)).stdout
+    assert b"in use" not in cli("session", "info", str(session)).stdout
+
+
+def test_cow_info_on_an_overlay_nobody_holds_does_not_say_in_use(cli, tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(64 * SECTOR))
+    overlay = overlay_on(disk, tmp_path, writes=2)
+    r = cli("cow", "info", str(overlay))
+    assert r.returncode == 0 and b"in use" not in r.stdout and b"holds:    2 sectors" in r.stdout, r

@@ -91,6 +91,8 @@ def info(args: argparse.Namespace) -> int:
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"overlay:  {i.path}")
+    if i.in_use:
+        print(f"in use:   {i.in_use.line()}")
     print(f"disk:     {i.base.path} ({i.base.size} bytes)")
     print(f"holds:    {i.sectors} sectors ({_mib(i.sectors)}); {i.file_bytes / (1 << 20):.1f} MiB on the host")
     if i.committing:

@@ -95,6 +95,7 @@ def info(args: argparse.Namespace) -> int:
     from ..drivers.block import BlockError
     from ..drivers.raw import RawBackend
     from ..drivers.demo_disk import read_boot_count
+    from ..files import in_use
 
     try:
         disk = RawBackend(args.file, readonly=True, lock=False)
@@ -108,6 +109,9 @@ def info(args: argparse.Namespace) -> int:
             print(f"warning:   the size is not a multiple of 512; the last {disk.size % 512} bytes "
                   "are not reachable by the guest")
         print(f"allocated: {_human(st.st_blocks * 512)} on the host")
+        holder = in_use(disk.fd)
+        if holder:
+            print(f"in use:    {holder.line()}")
         count = read_boot_count(args.file)
         if count is not None:
             print(f"boot count: {count} (molpy demo boot record in sector 1)")
