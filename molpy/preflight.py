@@ -187,7 +187,7 @@ def elf_problems(key: str, path: str | None, mconf, deep: bool) -> list[str]:
 
 
 def disk_problems(mconf) -> list[str]:
-    from .drivers.demo_disk import default_demo_path
+    from .drivers.demo_disk import is_demo_path
 
     found = []
     seen: dict[tuple[int, int] | str, str] = {}
@@ -199,7 +199,7 @@ def disk_problems(mconf) -> list[str]:
             found.append(f"disk {spec.path}: {e.strerror} {where}")
             continue
         if st is None:
-            if os.path.abspath(spec.path) != default_demo_path():     # a run makes the demo disk
+            if not is_demo_path(spec.path):                            # a run makes a demo disk
                 found.append(f"disk {spec.path} does not exist {where}")
             key: tuple[int, int] | str = os.path.abspath(spec.path)
         else:
