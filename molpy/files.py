@@ -102,27 +102,31 @@ class InUse:
 
 
 def in_use(fd: int) -> InUse | None:
-    """Whether another process holds a flock on the file of ``fd`` (None: nobody does).
+    """Whether another process holds a flock on the file of ``fd`` (None: nobody does, or
+    /proc/locks cannot be read).
 
-    For read-only inspection (``cow info``, ``img info``, ``session info``): it looks and
-    lets go at once, so it never keeps a starting molpy from its file. ``fd`` must be an
-    open file description of the caller's own that holds no lock of its own.
+    For read-only inspection (``cow info``, ``img info``, ``session info``): it only reads
+    /proc/locks and takes no lock itself, so it never keeps a starting molpy from its file.
     """
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found: InUse | None = None
     try:
-        lock(fd, exclusive=True)
-    except FileLocked as e:
-        try:
-            lock(fd, exclusive=False)
-        except FileLocked:
-            return InUse(e.pid, writing=True)
-        except OSError:
-            return InUse(e.pid, writing=False)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return InUse(e.pid, writing=False)
-    except OSError:                   # a file system without flock: nobody can hold one
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" not in fields or key not in fields or "->" in fields:   # (-> : a waiter)
+                    continue
+                at = fields.index(key)
+                pid = int(fields[at - 1])
+                if pid == os.getpid():
+                    continue
+                writing = fields[at - 2] == "WRITE"
+                if found is None or writing and not found.writing:
+                    found = InUse(pid if pid > 0 else None, writing)
+    except (OSError, ValueError, IndexError):
         return None
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return None
+    return found
 
 
 def data_dir() -> str:
