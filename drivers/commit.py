@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from molpy.files import HostFileError, kernel_copy, open_existing
+from molpy.files import HostFileError, InUse, in_use, kernel_copy, open_existing
 
 from .block import SECTOR, BlockError, DiskChanged, Identity
 from .cow import MAGIC as COW_MAGIC, Overlay
@@ -30,13 +30,13 @@ PROGRESS_EVERY = 64 << 20         # progress recorded (after an fsync of the dis
 # Layer formats by the magic their files start with -> how to open one. Every format opens
 # to an object with the same allocation-map interface (Overlay's), so commit and discard
 # work the same way on each; molpy has one format today.
-LAYER_FORMATS: dict[bytes, Callable[[str, bool], Overlay]] = {
-    COW_MAGIC: lambda path, writable: Overlay.open(path, writable),
+LAYER_FORMATS: dict[bytes, Callable[[str, bool, bool], Overlay]] = {
+    COW_MAGIC: lambda path, writable, lock: Overlay.open(path, writable, lock=lock),
 }
 MAGIC_BYTES = max(len(m) for m in LAYER_FORMATS)
 
 
-def layer_format(path: str) -> Callable[[str, bool], Overlay]:
+def layer_format(path: str) -> Callable[[str, bool, bool], Overlay]:
     """How to open the layer at ``path``, from the magic its file starts with."""
     try:
         fd = open_existing(path, what="overlay")
@@ -56,10 +56,11 @@ def layer_format(path: str) -> Callable[[str, bool], Overlay]:
     raise BlockError(f"{path}: not a molpy overlay (bad magic; molpy knows no other layer format)")
 
 
-def open_layer(path: str, writable: bool = True) -> Overlay:
+def open_layer(path: str, writable: bool = True, lock: bool = True) -> Overlay:
     """The layer at ``path``, opened by its format (LAYER_FORMATS); the format's own open
-    checks the file again, so a file replaced after the look at its magic is still refused."""
-    return layer_format(path)(path, writable)
+    checks the file again, so a file replaced after the look at its magic is still refused.
+    ``lock=False`` (read-only only): a look that works while a running molpy holds it."""
+    return layer_format(path)(path, writable, lock)
 
 
 def target_problem(started: Identity, now: Identity) -> str:
@@ -100,6 +101,7 @@ class LayerInfo:
     progress: int
     base_problem: str
     file_bytes: int
+    in_use: InUse | None = None         # a running molpy holds the layer: what it holds may change
 
     @property
     def base_matches(self) -> bool:
@@ -107,14 +109,33 @@ class LayerInfo:
 
 
 def layer_info(path: str) -> LayerInfo:
-    layer = open_layer(path, writable=False)
+    """What the layer holds. Only reads, takes no lock: it works on a layer a running molpy
+    holds (like ``qemu-img info -U``) and says so; that molpy may be changing it."""
+    try:
+        layer = open_layer(path, writable=False, lock=False)
+    except BlockError as e:
+        holder = _in_use_at(path)
+        if holder is None:
+            raise
+        raise BlockError(f"{e} (it is in use by {holder}: it may have been caught mid-write; try again)") from None
     try:
         return LayerInfo(path=path, base=layer.target(),
                          sectors=sum(e.count for e in layer.block_status()), committing=layer.committing,
                          progress=layer.progress, base_problem=base_problem(layer),
-                         file_bytes=os.fstat(layer.fd).st_blocks * 512)
+                         file_bytes=os.fstat(layer.fd).st_blocks * 512, in_use=in_use(layer.fd))
     finally:
         layer.close()
+
+
+def _in_use_at(path: str) -> InUse | None:
+    try:
+        fd = open_existing(path, what="overlay")
+    except OSError:
+        return None
+    try:
+        return in_use(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -122,6 +143,7 @@ class CommitResult:
     sectors: int
     resumed: bool
     base: str
+    wrote: bool = True             # False: the disk was not opened for writing (nothing to commit)
 
 
 def commit(path: str, *, force: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -132,6 +154,10 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
     needs the disk the layer was made for (unchanged), and a commit that was interrupted
     is finished only into the very disk it started writing, whose identity it recorded
     before it wrote anything. ``force`` overrides both. DiskChanged names what changed.
+
+    An empty layer (not an interrupted commit) has nothing to write: neither the disk nor
+    the layer is touched, so sessions saved against the disk still resume.
+    ``progress(done, total)`` counts sectors.
     """
     layer = open_layer(path)
     try:
@@ -139,6 +165,8 @@ def commit(path: str, *, force: bool = False, progress: Callable[[int, int], Non
         resumed = layer.committing
         extents = layer.block_status(layer.progress if resumed else 0)
         total = sum(e.count for e in extents)
+        if not resumed and not total:
+            return CommitResult(sectors=0, resumed=False, base=target.path, wrote=False)
         try:
             disk = RawBackend(target.path, readonly=False)
         except BlockError as e:

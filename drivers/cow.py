@@ -180,10 +180,14 @@ class Overlay:
         return cls(path, file, header, bytearray(header.bitmap_size))
 
     @classmethod
-    def open(cls, path: str, writable: bool = True, *, nofollow: bool = False) -> "Overlay":
+    def open(cls, path: str, writable: bool = True, *, nofollow: bool = False, lock: bool = True) -> "Overlay":
         """Open and check an overlay file (``nofollow``: refuse a symlink at ``path``, for
-        the names in cow_dir that molpy manages itself)."""
-        file = RawBackend(path, readonly=not writable, what="overlay", growable=HEADER_SIZE, nofollow=nofollow)
+        the names in cow_dir that molpy manages itself; ``lock=False``: a read-only look
+        that takes no lock, so it works while a running molpy holds the overlay)."""
+        if writable and not lock:
+            raise ValueError("an overlay opened for writing is locked")
+        file = RawBackend(path, readonly=not writable, lock=lock, what="overlay", growable=HEADER_SIZE,
+                          nofollow=nofollow)
         try:
             header = Header.unpack(os.pread(file.fd, HEADER_SIZE, 0), path)
             raw = os.pread(file.fd, header.bitmap_size, header.bitmap_offset)

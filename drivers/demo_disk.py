@@ -1,8 +1,11 @@
 """The demo disk: a 32 MiB image in molpy's data directory, made on first use.
 
 The built-in default config attaches ``${MOLPY_DATA}/demo.img -rw -boot``; the demo
-guest keeps its boot counter on it. Only that exact path is ever created here: any
-other missing disk stays an error for the block layer to report.
+guest keeps its boot counter on it. molrc.sample attaches ``${MOLPY_DATA}/sample.img``,
+a demo disk of its own: sharing demo.img, the sample's runs would change the disk the
+built-in config's session was saved with, and plain ``molpy run`` would refuse it. Only
+these exact paths are ever created here: any other missing disk stays an error for the
+block layer to report.
 
 Boot record (sector 1, written by the demo guest and by :func:`make_demo_disk`):
 bytes 0-8 ``MOLPYBOOT``, bytes 9-11 zero, bytes 12-15 the boot count (u32 big-endian),
@@ -19,6 +22,8 @@ from molpy.files import data_dir
 from .block import SECTOR
 
 DEMO_DISK_NAME = "demo.img"
+SAMPLE_DISK_NAME = "sample.img"          # molrc.sample's own demo disk
+DEMO_DISK_NAMES = (DEMO_DISK_NAME, SAMPLE_DISK_NAME)
 DEMO_DISK_SIZE = 32 << 20
 BOOT_SECTOR = 1
 BOOT_MAGIC = b"MOLPYBOOT"
@@ -28,6 +33,16 @@ COUNT_OFFSET = 12
 def default_demo_path() -> str:
     """Where the default config puts the demo disk (molpy's data directory)."""
     return os.path.join(data_dir(), DEMO_DISK_NAME)
+
+
+def is_demo_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the demo disks molpy makes when missing (the built-in
+    config's and molrc.sample's, in molpy's data directory)."""
+    try:
+        folder = data_dir()
+    except (ImportError, OSError):   # no data directory: this cannot be a demo disk
+        return False
+    return os.path.abspath(os.fspath(path)) in {os.path.join(folder, name) for name in DEMO_DISK_NAMES}
 
 
 def boot_record(count: int = 0) -> bytes:
@@ -72,15 +87,10 @@ def make_demo_disk(path: str | os.PathLike, size: int = DEMO_DISK_SIZE) -> None:
 
 
 def ensure_demo_disk(path: str | os.PathLike) -> bool:
-    """Make the demo disk if ``path`` is the default demo path and is missing; True if made."""
+    """Make a demo disk if ``path`` is a demo disk's path (is_demo_path) and is missing;
+    True if made."""
     path = os.fspath(path)
-    if os.path.lexists(path):
-        return False
-    try:
-        demo = default_demo_path()
-    except (ImportError, OSError):   # no data directory: this cannot be the default demo disk
-        return False
-    if os.path.abspath(path) != os.path.abspath(demo):
+    if os.path.lexists(path) or not is_demo_path(path):
         return False
     make_demo_disk(path)
     return True

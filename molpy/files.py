@@ -19,6 +19,7 @@ import secrets
 import stat
 import threading
 import zlib
+from dataclasses import dataclass
 from typing import Callable
 
 from .errors import HostError
@@ -76,6 +77,56 @@ def lock_holder(fd: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+@dataclass(frozen=True)
+class InUse:
+    """Another process holds a flock on a file: ``pid`` (None when /proc/locks does not
+    say) and whether that holder may write it (an exclusive lock)."""
+
+    pid: int | None
+    writing: bool
+
+    @property
+    def who(self) -> str:
+        return f"another molpy (pid {self.pid})" if self.pid else "another molpy"
+
+    def __str__(self) -> str:
+        return f"{self.who}, which {'writes to it' if self.writing else 'reads it'}"
+
+    def line(self) -> str:
+        """For an inspection's ``in use:`` line."""
+        if self.writing:
+            return f"by {self}; what it holds may change while that molpy runs"
+        return f"by {self} (read-only: it does not change it)"
+
+
+def in_use(fd: int) -> InUse | None:
+    """Whether another process holds a flock on the file of ``fd`` (None: nobody does, or
+    /proc/locks cannot be read).
+
+    For read-only inspection (``cow info``, ``img info``, ``session info``): it only reads
+    /proc/locks and takes no lock itself, so it never keeps a starting molpy from its file.
+    """
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found: InUse | None = None
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" not in fields or key not in fields or "->" in fields:   # (-> : a waiter)
+                    continue
+                at = fields.index(key)
+                pid = int(fields[at - 1])
+                if pid == os.getpid():
+                    continue
+                writing = fields[at - 2] == "WRITE"
+                if found is None or writing and not found.writing:
+                    found = InUse(pid if pid > 0 else None, writing)
+    except (OSError, ValueError, IndexError):
+        return None
+    return found
 
 
 def data_dir() -> str:

@@ -215,7 +215,7 @@ def kernel_problems(mconf, deep: bool) -> list[str]:
 
 
 def disk_problems(mconf) -> list[str]:
-    from .drivers.demo_disk import default_demo_path
+    from .drivers.demo_disk import is_demo_path
     from .drivers.formats import probe_path, refusal_for
 
     found = []
@@ -228,7 +228,7 @@ def disk_problems(mconf) -> list[str]:
             found.append(f"disk {spec.path}: {e.strerror} {where}")
             continue
         if st is None:
-            if os.path.abspath(spec.path) != default_demo_path():     # a run makes the demo disk
+            if not is_demo_path(spec.path):                            # a run makes a demo disk
                 found.append(f"disk {spec.path} does not exist {where}")
             key: tuple[int, int] | str = os.path.abspath(spec.path)
         else:

@@ -704,4 +704,7 @@ def test_control_characters_in_messages_are_escaped(cli, tmp_path):
     err, out = r.stderr.decode(), r.stdout.decode()
     assert r.returncode == 2 and err == "molpy: error: disk /no\\x1cdisk\\x1b[2J does not exist " \
         f"(blkdev at {rc}:2)\n"
-    assert out == f"note: keys molpy does not know (ignored): k\\x85ey ({rc}:3)\n"
+    lines = out.split("\n")                                 # (the list of what molpy would use, escaped too)
+    assert lines[-2:] == [f"note: keys molpy does not know (ignored): k\\x85ey ({rc}:3)", ""], out
+    assert f"disk: /no\\x1cdisk\\x1b[2J -rw: read-write (blkdev at {rc}:2) (missing)" in lines, out
+    assert not any(c < " " and c != "\n" or "\x7f" <= c <= "\x9f" for c in out), out

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                         description="Write the overlay's sectors into the disk it belongs to, fsync "
                                     "the disk, then mark the overlay empty. Safe to interrupt: run it "
                                     "again and it finishes. Sessions saved against the disk will no "
-                                    "longer resume afterwards.")
+                                    "longer resume afterwards (an empty overlay writes nothing, "
+                                    "and they still do).")
     c.add_argument("overlay")
     c.add_argument("--force", action="store_true",
                    help="commit even though the disk changed since the overlay was made")
@@ -90,6 +91,8 @@ def info(args: argparse.Namespace) -> int:
     except BlockError as e:
         raise CommandError(str(e)) from None
     print(f"overlay:  {i.path}")
+    if i.in_use:
+        print(f"in use:   {i.in_use.line()}")
     print(f"disk:     {i.base.path} ({i.base.size} bytes)")
     print(f"holds:    {i.sectors} sectors ({_mib(i.sectors)}); {i.file_bytes / (1 << 20):.1f} MiB on the host")
     if i.committing:
@@ -101,31 +104,23 @@ def info(args: argparse.Namespace) -> int:
 def commit(args: argparse.Namespace) -> int:
     import sys
 
-    from ..drivers.block import BlockError
+    from ..drivers.block import SECTOR, BlockError
     from ..drivers.commit import commit as do_commit
+    from ..progress import bar_if_terminal
 
-    progress = None
-    bar = None
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
-        bar = Progress("commit", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-                       transient=True)
-        task = bar.add_task("commit", total=None)
-        bar.start()
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or 1)
+    path = _overlay(args.overlay)
     try:
-        with _finish_first():
-            result = do_commit(_overlay(args.overlay), force=args.force, progress=progress)
+        with _finish_first(), bar_if_terminal(f"commit {os.path.basename(path)}") as bar:
+            progress = (lambda done, total: bar(done * SECTOR, total * SECTOR)) if bar else None
+            result = do_commit(path, force=args.force, progress=progress)
     except BlockError as e:
         raise CommandError(str(e)) from None
     except OSError as e:
         raise CommandError(f"commit of {args.overlay} failed: {e.strerror or e}; nothing is lost: "
                            f"fix the cause and run the commit again") from None
-    finally:
-        if bar is not None:
-            bar.stop()
+    if not result.wrote:
+        print(f"nothing to commit: {args.overlay} holds no changes; {result.base} was not written")
+        return 0
     how = "finished an interrupted commit: " if result.resumed else ""
     print(f"{how}committed {result.sectors} sectors ({_mib(result.sectors)}) into {result.base}; "
           f"the overlay is now empty")

@@ -118,10 +118,9 @@ class _Progress:
         self.total = total
         self.bar = None
         self.task = None
-        try:
-            self.on_terminal = sys.stderr is not None and sys.stderr.isatty()
-        except (OSError, ValueError):
-            self.on_terminal = False
+        from ..progress import stderr_is_terminal
+
+        self.on_terminal = stderr_is_terminal()
 
     def __enter__(self) -> "_Progress":
         return self

@@ -99,6 +99,7 @@ def info(args: argparse.Namespace) -> int:
     from ..drivers.raw import RawBackend
     from ..drivers.demo_disk import read_boot_count
     from ..drivers.formats import RAW_FLAG, probe_fd
+    from ..files import in_use
 
     try:
         disk = RawBackend(args.file, readonly=True, lock=False)
@@ -118,6 +119,9 @@ def info(args: argparse.Namespace) -> int:
             print(f"warning:   the size is not a multiple of 512; the last {disk.size % 512} bytes "
                   "are not reachable by the guest")
         print(f"allocated: {_human(st.st_blocks * 512)} on the host")
+        holder = in_use(disk.fd)
+        if holder:
+            print(f"in use:    {holder.line()}")
         count = read_boot_count(args.file)
         if count is not None:
             print(f"boot count: {count} (molpy demo boot record in sector 1)")

@@ -220,12 +220,10 @@ def save(machine, frontend) -> bool:
 def check(config, mconf, notes: list[str] | None = None, log: str | None = None) -> int:
     """``--check``: what a run would use, and every problem it would meet."""
     from ..molrc.errors import printable
+    from .describe import describe_config
     from ..progress import bars_on_terminal
 
-    if config.mol_tree is not None:
-        describe_mol_config(config, mconf, notes or [])
-    elif notes:
-        print("\n".join(printable(f"note: {n}") for n in notes))
+    describe_config(config, mconf, notes or [])
     bars_on_terminal()
     disk_notes: list[str] = []
     found = report_problems(mconf, disk_notes, log)
@@ -237,43 +235,6 @@ def check(config, mconf, notes: list[str] | None = None, log: str | None = None)
     print(printable(f"{name}: ok: {mconf.ram_mib} MiB RAM, {len(mconf.blkdevs)} disk(s), "
                     f"session {mconf.session_file or 'none'}"))
     return 0
-
-
-def describe_mol_config(config, mconf, notes: list[str]) -> None:
-    """What molpy will use from a MOL installation, one line a thing (--check)."""
-    from ..molrc.disks import disk_meaning
-    from ..molrc.errors import printable
-
-    def mark(path: str | None) -> str:
-        return "" if path is None or os.path.exists(path) else " (missing)"
-
-    def say(line: str) -> None:                   # (every line may hold words of the files)
-        print(printable(line))
-
-    tree = config.mol_tree
-    say(f"MOL installation: lib {tree['lib']}, etc {tree['etc']}, data {tree['data']}")
-    say(f"files read: {', '.join(config.files)}")
-    say(f"session {mconf.session_id}, boot type {mconf.boot_type}")
-    say(f"RAM: {mconf.ram_mib} MiB ({config.where('ram_size') or 'molpy default'})")
-    for spec in mconf.blkdevs:
-        say(f"disk: {spec.path} {' '.join(spec.flags) or '(no flags)'}: {disk_meaning(spec)} "
-            f"({spec.key} at {spec.source}){mark(spec.path)}")
-    if not mconf.blkdevs:
-        say("disks: none")
-    for key in ("of_image", "bootx_image", "rom_image", "elf_image"):    # what MOL would boot
-        path = config.get_path(key)
-        if path and key == "of_image":
-            say(f"firmware: {path} (of_image){mark(path)}")
-        elif path:
-            say(f"boot file: {path} ({key}, not served by molpy){mark(path)}")
-    for key in ("oftree", "nvram"):
-        if getattr(mconf, key):
-            say(f"{key}: {getattr(mconf, key)}{mark(getattr(mconf, key))}")
-    if mconf.pseudofiles:
-        say("pseudo files: " + ", ".join(f"{name} = {path}{mark(path)}" for name, path in mconf.pseudofiles))
-    say(f"session file: {mconf.session_file or 'none (MOL sets no session_file; -s session_file=PATH saves sessions)'}")
-    for n in notes:
-        say(n)
 
 
 def report_problems(mconf, notes: list[str] | None = None, log: str | None = None) -> list[str]:

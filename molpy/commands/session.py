@@ -46,6 +46,7 @@ def _open(path: str):
 
 def info(args: argparse.Namespace) -> int:
     from ..emulation.session import SessionError
+    from ..files import in_use
 
     s = _open(args.file)
     try:
@@ -60,6 +61,9 @@ def info(args: argparse.Namespace) -> int:
         print(f"session:  {s.path}")
         print(f"saved:    {saved} by molpy {s.molpy_version} (format {s.version})")
         print(f"state:    {'already resumed once (a non-read-only session resumes once)' if s.used else 'ready'}")
+        holder = in_use(s.fd)
+        if holder:
+            print(f"in use:   by {holder.who}, which resumed it")
         print(f"RAM:      {s.ram_size >> 20} MiB")
         print(f"CPU:      pc 0x{pc & 0xFFFFFFFF:08x}  msr 0x{msr & 0xFFFFFFFF:08x}")
         from ..drivers.device import check_version
