@@ -341,6 +341,23 @@ class Machine:
         state.spr["DEC"] = self.timebase.dec(now)
         return state
 
+    def pause_time(self) -> dict:
+        """Guest time at a debugger's stop (DEC/TB writes taken in); ``resume_time`` goes on from it,
+        so time spent stopped in gdb does not pass for the guest (a step does not land in a
+        decrementer interrupt that came due while the user looked)."""
+        now = self.timebase.clock()
+        env = self.cpuenv.load()
+        self.sites.sync(env, now)
+        env.store()
+        return self.timebase.save(now)
+
+    def resume_time(self, saved: dict) -> None:
+        now = self.timebase.clock()
+        self.timebase.load(saved, now)
+        env = self.cpuenv.load()
+        self.sites.sync(env, now, adopt=True)
+        env.store()
+
     def set_state(self, state: CpuState, timebase: dict | None = None) -> None:
         """Load every register; TB and DEC go on from the state's values (or ``timebase``)."""
         self.cpu.set_state(state)
