@@ -245,13 +245,14 @@ class Machine:
     def run(self, seconds: float | None = None, *, step: bool = False) -> Stop:
         """Run the guest until it exits, faults, or the front-end or the time budget stops it.
 
-        ``step``: run one instruction (an exception it raises is delivered, a pending
-        interrupt is taken first) and return Stop.DEBUG, as a debugger's single step."""
+        ``step``: run one instruction (an exception it raises is delivered) and return
+        Stop.DEBUG, as a debugger's single step. A decrementer or external interrupt that is
+        due waits for the next run without ``step`` (QEMU's gdb stub holds them the same way):
+        a step lands on the next instruction, not in a handler the user did not ask for."""
         frontend = self.frontend
         exceptions, sites, timer = self.exceptions, self.sites, self._timer
         deadline = None if seconds is None else time.monotonic() + seconds
         poll_at = time.monotonic_ns() + self.slice_us * 1000
-        count = 1 if step else 0
         while True:
             if self.debug_stop:
                 self.debug_stop = False
@@ -272,13 +273,20 @@ class Machine:
                 sites.sync(self.cpuenv.load(), now)
                 self.cpuenv.store()
                 poll_at = now + self.slice_us * 1000
-            fault, event = exceptions.before_slice(now)
+            if step:
+                # A debugger's step: asynchronous interrupts are held, and no slice timer
+                # runs (a stop that landed before the one instruction would lose the step).
+                fault, start = None, self.cpu.pc
+                err = _emu_start(self.cpu.uch, start, UNTIL, 0, 1)
+            else:
+                fault, event = exceptions.before_slice(now)
+                if fault is None:
+                    timer.arm(poll_at if event is None else min(poll_at, event))
+                    try:
+                        err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, 0)
+                    finally:
+                        timer.disarm()
             if fault is None:
-                timer.arm(poll_at if event is None else min(poll_at, event))
-                try:
-                    err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, count)
-                finally:
-                    timer.disarm()
                 if err:
                     self._fault_from_error(UcError(err))
                 if self._error is not None:
@@ -288,7 +296,11 @@ class Machine:
                 if self.fault is None and self.exit_code is None and exceptions.raised is not None:
                     fault = exceptions.deliver_raised()
                 if sites.pending:
+                    before = sites.stopped_before
                     sites.apply()
+                    if step and before == start == self.cpu.pc and fault is None \
+                            and self.fault is None and self.exit_code is None:
+                        continue     # the scan stopped the engine before the instruction ran
             if fault is not None:
                 self.fault = fault
             if self.fault is not None:
@@ -340,6 +352,23 @@ class Machine:
         state.spr["TBL"], state.spr["TBU"] = tb & 0xFFFFFFFF, tb >> 32
         state.spr["DEC"] = self.timebase.dec(now)
         return state
+
+    def pause_time(self) -> dict:
+        """Guest time at a debugger's stop (DEC/TB writes taken in); ``resume_time`` goes on from it,
+        so time spent stopped in gdb does not pass for the guest (a step does not land in a
+        decrementer interrupt that came due while the user looked)."""
+        now = self.timebase.clock()
+        env = self.cpuenv.load()
+        self.sites.sync(env, now)
+        env.store()
+        return self.timebase.save(now)
+
+    def resume_time(self, saved: dict) -> None:
+        now = self.timebase.clock()
+        self.timebase.load(saved, now)
+        env = self.cpuenv.load()
+        self.sites.sync(env, now, adopt=True)
+        env.store()
 
     def set_state(self, state: CpuState, timebase: dict | None = None) -> None:
         """Load every register; TB and DEC go on from the state's values (or ``timebase``)."""

@@ -75,6 +75,7 @@ class Sites:
         self.sites: dict[int, int] = {}          # hooked address -> word there in the latest block
         self._new: dict[int, int] = {}
         self._flush = False
+        self.stopped_before: int | None = None   # the block the last scan stopped the engine before
         self.unscanned = 0                       # blocks whose code could not be read
         self.full = False
         self._msr = RegisterFile(cpu.uch, [P.UC_PPC_REG_MSR])
@@ -145,6 +146,7 @@ class Sites:
                         continue
                     new[addr] = word
             if new or self._flush:
+                self.stopped_before = pc
                 self.cpu.stop()                 # before the block's first instruction runs
         except BaseException as exc:  # a raw ctypes callback must never raise
             self.on_error(exc)
@@ -154,6 +156,7 @@ class Sites:
     def apply(self) -> None:
         """Hook the sites found in the last slice; drop the blocks that must be translated again."""
         new, self._new = self._new, {}
+        self.stopped_before = None
         for addr, word in new.items():
             self._hook(UC_HOOK_CODE, self._site_cb, addr, addr)
             self.sites[addr] = word

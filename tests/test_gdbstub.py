@@ -38,11 +38,15 @@ class Client:
         return self.reply()
 
 
-def debug(guest: str, args: str, script):
-    """Run ``guest`` under the stub; ``script(client)`` talks to it on a thread. Returns
-    (stop, machine, what the script returned)."""
-    m = Machine(MachineConfig(ram_mib=16))
-    m.boot(str(boot.bundled_guest(guest)), args)
+def debug(guest: str | Machine, args: str, script):
+    """Run ``guest`` (a bundled guest's name, or a machine ready to run) under the stub;
+    ``script(client)`` talks to it on a thread. Returns (stop, machine, what the script
+    returned, the stub)."""
+    if isinstance(guest, Machine):
+        m = guest
+    else:
+        m = Machine(MachineConfig(ram_mib=16))
+        m.boot(str(boot.bundled_guest(guest)), args)
     server = GdbServer(0)
     stub = GdbStub(m, server, wait=True)
     out: dict = {}
@@ -182,3 +186,138 @@ def test_a_guest_fault_is_a_signal_stop_at_the_faulting_pc(crash, signal):
     if crash == "illegal":
         assert word == b"00000000"                       # the .long 0 it ran
     assert last == b"X%02x" % signal                    # ended by that signal
+
+
+# -- guest time and interrupts while gdb holds the guest --
+
+DEC_VECTOR, MAIN = 0x900, 0x10000
+DEC_HANDLER = [                # at 0x900: count the interrupt in r20, DEC far away again
+    0x3A940001,                # addi  r20, r20, 1
+    0x3C007FFF,                # lis   r0, 0x7fff
+    0x7C1603A6,                # mtdec r0
+    0x4C000064,                # rfi
+]
+DEC_DUE = [                    # at 0x10000, MSR[EE] off
+    0x3A800000,                # li    r20, 0
+    0x38000000,                # li    r0, 0
+    0x7C1603A6,                # mtdec r0          DEC passes zero one tick later
+    0x7C7602A6,                # 1: mfdec r3
+    0x2C030000,                # cmpwi r3, 0
+    0x4080FFF8,                # bge   1b          until it has: a decrementer is now due
+    0x60000000,                # nop               BREAK
+    0x7ECC42E6,                # mftb  r22         NEXT: the guest's time after a resume
+    0x3C601137, 0x606324FA,    # r3 = OSI magic 1
+    0x3C807781, 0x60840F9B,    # r4 = OSI magic 2
+    0x38A00036,                # li    r5, 54      OSI EXIT
+    0x7E86A378,                # mr    r6, r20     the status: decrementer interrupts taken
+    0x3CE04558, 0x60E74954,    # r7 = 'EXIT'
+    0x44000002,                # sc
+    0x48000000,                # b .
+]
+BREAK, NEXT = MAIN + 4 * 6, MAIN + 4 * 7
+MSR_EE, MSR_ME = 0x8000, 0x1000
+
+
+def dec_due_machine() -> Machine:
+    """A guest stopped at BREAK (by a breakpoint) has a decrementer due and MSR[EE] off."""
+    from molpy.machine import FRESH_TIMEBASE
+
+    m = Machine(MachineConfig(ram_mib=16))
+    ram = m.memory.view
+    for base, words in ((DEC_VECTOR, DEC_HANDLER), (MAIN, DEC_DUE)):
+        ram[base:base + 4 * len(words)] = b"".join(w.to_bytes(4, "big") for w in words)
+    s = CpuState()
+    s.pc, s.msr = MAIN, MSR_ME
+    m.set_state(s, FRESH_TIMEBASE)
+    return m
+
+
+def reg(c: Client, name: str) -> int:
+    from molpy.gdbstub.registers import BY_NAME
+
+    return int(c.ask(b"p%x" % BY_NAME[name]), 16)
+
+
+def test_guest_time_stands_still_and_a_step_holds_a_due_decrementer():
+    """The decrementer is due at the breakpoint; gdb turns MSR[EE] on and steps: the step
+    lands on the next instruction (not in the 0x900 handler). gdb holds the guest for
+    50 ms of host time, then steps over an mftb: the guest's TB has moved on from where
+    it stopped by no more than the host time that step took (not by the 50 ms). The
+    interrupt is taken, once, when gdb continues."""
+    import time
+
+    from molpy.gdbstub.registers import BY_NAME
+
+    def script(c: Client):
+        assert c.ask(b"Z0,%x,4" % BREAK) == b"OK"
+        c.send_raw(frame(b"c"))
+        assert c.reply().startswith(b"T05"), "the breakpoint"
+        at, dec = reg(c, "pc"), reg(c, "dec")
+        assert c.ask(b"z0,%x,4" % BREAK) == b"OK"
+        msr = reg(c, "msr")
+        assert c.ask(b"P%x=%08x" % (BY_NAME["msr"], msr | MSR_EE)) == b"OK"
+        c.send_raw(frame(b"s"))
+        assert c.reply().startswith(b"T05"), "the step"
+        stepped = reg(c, "pc"), reg(c, "r20"), reg(c, "msr") & MSR_EE
+        tbl = reg(c, "tbl")
+        held = time.monotonic_ns()
+        while time.monotonic_ns() - held < 50_000_000:     # gdb holds the guest 50 ms
+            assert c.ask(b"?").startswith(b"T05")
+        sent = time.monotonic_ns()
+        c.send_raw(frame(b"s"))                           # mftb r22
+        assert c.reply().startswith(b"T05"), "the second step"
+        took = time.monotonic_ns() - sent
+        after = reg(c, "pc"), reg(c, "r20"), reg(c, "r22")
+        c.send_raw(frame(b"c"))
+        return at, dec, stepped, (tbl, took), after, c.reply()
+
+    stop, m, (at, dec, stepped, (tbl, took), after, last), _ = debug(dec_due_machine(), "", script)
+    assert at == BREAK and dec & 0x80000000, "DEC has passed zero: the interrupt is due"
+    assert stepped == (NEXT, 0, MSR_EE), "the step took the due interrupt"
+    assert after[:2] == (NEXT + 4, 0), "the step over mftb took the due interrupt"
+    moved = (after[2] - tbl) & 0xFFFFFFFF                # ticks of 40 ns
+    assert moved <= took * 25 // 1000 + 1, f"guest time moved {moved} ticks while gdb held the guest"
+    assert stop is Stop.EXIT and last == b"W01" and m.exit_code == 1   # taken once, on continue
+
+
+@pytest.mark.parametrize("source", ["decrementer", "external"])
+def test_a_debugger_step_holds_asynchronous_interrupts(source):
+    """Machine.run(step=True) runs the instruction at the PC even with an interrupt due and
+    MSR[EE] on; the next run takes it."""
+    m = dec_due_machine()
+    try:
+        s = m.get_state()
+        s.pc, s.msr = BREAK, MSR_ME | MSR_EE
+        m.set_state(s, {"tb": 0, "dec": 0xFFFFFFFF if source == "decrementer" else 0x7FFFFFFF,
+                        "dec_pending": source == "decrementer"})
+        if source == "external":
+            m.exceptions.assert_line("test")
+        assert m.run(step=True) is Stop.DEBUG
+        assert m.cpu.pc == NEXT and m.exceptions.delivered == 0
+        assert m.run(step=True) is Stop.DEBUG
+        assert m.cpu.pc == NEXT + 4 and m.exceptions.delivered == 0
+        if source == "external":
+            m.exceptions.release_line("test")
+            m.timebase.dec_pending = True
+        assert m.run() is Stop.EXIT and m.exit_code == 1
+        assert m.exceptions.delivered == 1
+    finally:
+        m.close()
+
+
+def test_a_step_runs_its_instruction_where_a_time_base_instruction_is_first_seen():
+    """Stepping into code never translated before, whose block holds an mtdec: molpy's scan
+    stops the engine before the block to hook the mtdec, and the step still runs one
+    instruction (here the handler's first, then the hooked mtdec itself)."""
+    m = dec_due_machine()
+    try:
+        s = m.get_state()
+        s.pc, s.gpr[20] = DEC_VECTOR, 5
+        m.set_state(s)
+        assert m.run(step=True) is Stop.DEBUG
+        assert (m.cpu.pc, m.cpu.reg(20)) == (DEC_VECTOR + 4, 6)
+        assert m.run(step=True) is Stop.DEBUG and m.cpu.pc == DEC_VECTOR + 8
+        assert m.run(step=True) is Stop.DEBUG and m.cpu.pc == DEC_VECTOR + 12
+        assert m.timebase.dec() & 0x80000000 == 0 and m.timebase.dec() > 0x7FF00000   # the mtdec ran
+    finally:
+        m.close()

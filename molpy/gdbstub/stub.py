@@ -64,6 +64,8 @@ class GdbStub:
         self._interrupted = False
         self._new_conn = False
         self._state = None             # CpuState while stopped (read lazily, written through)
+        self._frozen: dict | None = None    # guest time at the stop (Machine.pause_time)
+        self._wrote = False
         self._last_stop = b"S05"
         self._fault_pc: int | None = None
         self._fault_signal = SIGSEGV
@@ -124,9 +126,11 @@ class GdbStub:
                 if self.conn is None:
                     self.stopped = False
                 else:
+                    self._frozen = m.pause_time()
                     try:
                         stop = self._serve()
                     except _Resume as r:
+                        self._thaw()
                         if r.how == "kill":
                             self.killed = True
                             self._drop_connection()
@@ -136,6 +140,7 @@ class GdbStub:
                         self.stopped = False
                         stepping = r.how == "step"
                     else:
+                        self._thaw()
                         return stop        # the console asked (F12, Ctrl-], a signal)
             self._state = None
             self.points.apply()
@@ -261,15 +266,31 @@ class GdbStub:
 
     # -- state while stopped --
 
+    def _thaw(self) -> None:
+        """Guest time goes on from the stop (with TBL/TBU/DEC as gdb left them, if it wrote)."""
+        frozen, self._frozen = self._frozen, None
+        if frozen is None:
+            return
+        if self._wrote and self._state is not None:
+            s = self._state.spr
+            frozen = {"tb": s["TBU"] << 32 | s["TBL"], "dec": s["DEC"], "dec_pending": frozen["dec_pending"]}
+        self._wrote = False
+        self.machine.resume_time(frozen)
+
     def state(self):
         if self._state is None:
             self._state = self.machine.get_state()
+            if self._frozen is not None:          # time stands still while stopped
+                tb = self._frozen["tb"]
+                self._state.spr["TBL"], self._state.spr["TBU"] = tb & 0xFFFFFFFF, tb >> 32
+                self._state.spr["DEC"] = self._frozen["dec"]
             if self._fault_pc is not None:
                 self._state.pc = self._fault_pc
         return self._state
 
     def _write_state(self) -> None:
         self.machine.set_state(self._state)
+        self._wrote = True
 
     # -- packets --
 
