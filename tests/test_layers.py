@@ -25,7 +25,7 @@ def test_an_overlay_opens_as_one(tmp_path):
 def test_the_table_decides(tmp_path, monkeypatch):
     """A format registered in the table is opened by its own opener, by magic alone."""
     opened = []
-    monkeypatch.setitem(commit.LAYER_FORMATS, b"TESTFMT1", lambda path, writable: opened.append((path, writable)) or "layer")
+    monkeypatch.setitem(commit.LAYER_FORMATS, b"TESTFMT1", lambda path, writable, lock: opened.append((path, writable)) or "layer")
     monkeypatch.setattr(commit, "MAGIC_BYTES", 8)
     f = tmp_path / "x.layer"
     f.write_bytes(b"TESTFMT1" + bytes(100))

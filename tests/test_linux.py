@@ -30,10 +30,24 @@ def digest(path) -> str:
 
 
 def shell(pty: Pty, line: str, expect: bytes, timeout: float = 30) -> None:
+    """Type ``line`` and wait for ``expect`` after the line's own echo, then for the next
+    prompt: so a prompt or text still in flight from the previous command (or the echo
+    of this one) never counts. Found: `sync` matched the prompt of the command before
+    it, F12 came before the sync ran, and the saved image failed e2fsck."""
     start = len(pty.output)
     pty.send(line.encode() + b"\n")
+    echo = line.encode()
     deadline = time.monotonic() + timeout
-    while expect not in pty.output[start:]:
+
+    def answered() -> bool:
+        out = pty.output[start:]
+        i = out.find(echo)
+        if i < 0:
+            return False
+        j = out.find(expect, i + len(echo))
+        return j >= 0 and (expect == b"# " or b"# " in out[j + len(expect):])
+
+    while not answered():
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"{line!r}: did not see {expect!r}; got {pty.output[start:]!r}")
@@ -111,7 +125,8 @@ def cpu_seconds(pid: int) -> float:
 def guest_uptime(pty: Pty) -> float:
     start = len(pty.output)
     shell(pty, "cat /proc/uptime", b"# ")
-    line = pty.output[start:].split(b"\n")[1]       # the echoed command, then the answer
+    out = pty.output[start:]
+    line = out[out.find(b"cat /proc/uptime"):].split(b"\n")[1]   # the echo, then the answer
     return float(line.split()[0])
 
 
