@@ -9,6 +9,8 @@ string conversions, 0 for the resource lookup, which the firmware uses as a poin
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..emulation.memory import GuestAccessError
 from .device import Device, DeviceContext
 from .resources import str_res
@@ -19,6 +21,8 @@ OP_UNICODE_TO_ASCII = 33
 OP_GET_STR_RES = 34
 OP_RAM_SIZE = 35
 MAX_KEY = 4096          # a resource name longer than this is not looked up
+_ONE = np.uint16(1)
+UNITS_STEP = 1 << 22    # op 33 takes this many 16-bit units (8 MiB) between checks for a stop
 
 
 def _signed(v: int) -> int:
@@ -72,6 +76,7 @@ class BootHelper(Device):
             if not self._in_ram(buf, len(data)):
                 return 0
             mem.write(buf, data)
+            self.ctx.code_changed(buf, buf + len(data))
         return buf
 
     def ascii_to_unicode(self, dest: int, src: int, maxlen: int) -> int:
@@ -87,42 +92,53 @@ class BootHelper(Device):
             if src + maxlen - 1 > mem.size:
                 return -1
             text = bytes(mem.view[src:src + maxlen - 1])
+        if not self._in_ram(dest, 2 * len(text) + 2):
+            return -1                         # checked before the answer is built
         out = bytearray(2 * len(text) + 2)
         out[1:2 * len(text):2] = text
-        if not self._in_ram(dest, len(out)):
-            return -1
-        mem.write(dest, bytes(out))
+        mem.write(dest, out)
+        self.ctx.code_changed(dest, dest + len(out))
         return len(text)
 
     def unicode_to_ascii(self, dest: int, src: int, units: int, maxlen: int) -> int:
-        """MOL's uni2asc: units outside Latin-1 or 0 are skipped; at most maxlen - 1 bytes."""
+        """MOL's uni2asc: units outside Latin-1 or 0 are skipped; at most maxlen - 1 bytes.
+
+        The guest's count is bounded by RAM (MOL would read past it: -1) and the units are
+        taken in bulk, a step at a time, so that a huge count costs one pass over RAM at
+        memory speed and Ctrl-C or SIGTERM is seen within one step.
+        """
+        mem = self.memory
         if not self._in_ram(dest, 1) or not self._in_ram(src, 1):
             return -1
         if maxlen <= 0:
             return 0
-        mem = self.memory
         want = maxlen - 1
-        available = (mem.size - src) // 2
-        out = bytearray()
-        consumed = 0
-        step = 4096
-        while consumed < units and len(out) < want:
-            n = min(step, units - consumed)
-            if consumed + n > available:
-                n = available - consumed
-                if n <= 0:
-                    return -1           # MOL would read past RAM
-            chunk = bytes(mem.view[src + 2 * consumed: src + 2 * (consumed + n)])
-            for i in range(0, len(chunk), 2):
-                consumed += 1
-                if chunk[i] == 0 and chunk[i + 1]:
-                    out.append(chunk[i + 1])
-                    if len(out) == want:
-                        break
-        out.append(0)
+        units = max(units, 0)
+        available = (mem.size - src) // 2       # whole units between src and the end of RAM
+        room = mem.size - dest - 1              # bytes the answer may take before its NUL
+        ram = np.frombuffer(mem.view, dtype=np.uint8)
+        parts: list[np.ndarray] = []
+        have = consumed = 0
+        while consumed < units and have < want:
+            if consumed >= available:
+                return -1                       # MOL would read past RAM
+            if consumed and self.ctx.stop_requested():
+                return -1                       # molpy is stopping: the guest never sees this
+            n = min(UNITS_STEP, units - consumed, available - consumed)
+            unit = ram[src + 2 * consumed:src + 2 * (consumed + n)].view(">u2")
+            chars = unit[(unit - _ONE) < 255][:want - have]      # 1..255 (0 wraps to 65535)
+            consumed += n
+            if chars.size:
+                parts.append(chars.astype(np.uint8))
+                have += chars.size
+                if have > room:
+                    return -1                   # the answer would leave RAM
+        out = b"".join(p.tobytes() for p in parts) + b"\0"
+        del ram, parts
         if not self._in_ram(dest, len(out)):
             return -1
-        mem.write(dest, bytes(out))
+        mem.write(dest, out)
+        self.ctx.code_changed(dest, dest + len(out))
         return len(out) - 1
 
 

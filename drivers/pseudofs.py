@@ -35,6 +35,7 @@ PFS_GET_SIZE = 3
 PFS_READ = 4
 PFS_INDEX_TO_NAME = 5
 MAX_NAME = 4096
+READ_STEP = 16 << 20     # a long read goes in steps; a stop request is seen between them
 
 
 def publish(pseudofiles: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
@@ -61,6 +62,7 @@ class PseudoFS(Device):
     kind = "PSFS"
 
     def __init__(self, ctx: DeviceContext) -> None:
+        self.ctx = ctx
         self.memory = ctx.memory
         self.files = publish(ctx.config.pseudofiles)
 
@@ -131,12 +133,31 @@ class PseudoFS(Device):
             n = max(0, min(count, os.fstat(fd).st_size - offset))
             if buf + n > mem.size:
                 return -1
-            return os.preadv(fd, [mem.view[buf:buf + n]], offset) if n else 0
+            return self._read_steps(fd, offset, buf, n)
         except OSError as e:
             log.warning("pseudofile %s: %s", path, e.strerror)
             return -1
         finally:
             os.close(fd)
+
+    def _read_steps(self, fd: int, offset: int, buf: int, n: int) -> int:
+        """Up to ``n`` bytes into RAM at ``buf`` (checked), READ_STEP at a time so that
+        Ctrl-C or SIGTERM is seen between steps: then, or at the file's end, a short count."""
+        done = 0
+        try:
+            while done < n:
+                if done and self.ctx.stop_requested():
+                    break
+                step = min(n - done, READ_STEP)
+                with self.memory.view[buf + done:buf + done + step] as part:
+                    got = os.preadv(fd, [part], offset + done)
+                done += got
+                if got < step:
+                    break                    # the file shrank under us
+        finally:
+            if done:
+                self.ctx.code_changed(buf, buf + done)
+        return done
 
     def index_to_name(self, index: int, buf: int, size: int) -> int:
         path = self._file(index)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, *, process: bool | None = None) -> int:
 
     if process:
         _hold_standard_fds()
-    guard = SignalGuard().install()
+    guard = SignalGuard().hold().install()    # a signal from here on: _main's one line
     crashnet.install()
     try:
         return _main(argv, guard)
@@ -83,6 +83,7 @@ def _main(argv: list[str] | None, guard) -> int:
     from .hostsignals import SignalExit, signal_name
 
     try:
+        guard.release()                   # a signal during the start-up raises here
         status = _dispatch(argv)
     except Error as e:                    # every failure molpy means to report: one line
         from .molrc.errors import printable

@@ -149,15 +149,22 @@ class _FdConsole(Frontend):
 
     def write(self, data: bytes) -> None:
         """Guest output, unbuffered. A failed write ends the run (``output_error``), a
-        blocked one gives way to a signal; either way the rest of the output is dropped."""
+        blocked one gives way to a signal; either way the rest of the output is dropped.
+        Once a signal has asked the run to stop, output goes out only as far as it can
+        without waiting: no second signal comes to end a write that blocks."""
         if self.output_error is not None or not data:
             return
         self.line_open = data[-1:] != b"\n"
         view = memoryview(data)
         while view:
+            chunk = view
+            if self.request == INTERRUPT:
+                if not select.select([], [self.out_fd], [], 0)[1]:
+                    return                   # stopping: what would wait is dropped
+                chunk = view[:select.PIPE_BUF]   # fits whole where select saw room
             try:
                 with interruptible():
-                    n = os.write(self.out_fd, view)
+                    n = os.write(self.out_fd, chunk)
             except SignalExit:
                 return                       # the request is made: the run stops
             except BlockingIOError:

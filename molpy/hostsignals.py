@@ -125,6 +125,19 @@ class SignalGuard:
         """A signal raises SignalExit here even inside a deferred section (a blocked write)."""
         return self._mode(_RAISE)
 
+    def hold(self) -> "SignalGuard":
+        """Record signals, raise none, until :meth:`release`: for molpy's start-up, before
+        the code that turns SignalExit into its one line is running."""
+        self._modes.append(_DEFER)
+        return self
+
+    def release(self) -> None:
+        """End :meth:`hold`; a signal that arrived meanwhile raises SignalExit now."""
+        self._modes.pop()
+        if self.received is not None and not self._modes and not self._raised:
+            self._raised = True
+            raise SignalExit(self.received)
+
     @contextlib.contextmanager
     def _mode(self, mode) -> Iterator[None]:
         self._modes.append(mode)

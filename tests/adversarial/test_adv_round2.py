@@ -20,7 +20,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from molpy.drivers.raw import RawBackend, create_image
 from molpy.drivers.demo_disk import make_demo_disk
 from molpy.emulation.session import SessionError, open_session, write_session
 from molpy.machine import Machine, MachineConfig, Stop
+from waits import read_until
 
 PLANTS = ("symlink to a victim", "dangling symlink", "FIFO", "directory")
 
@@ -654,8 +654,10 @@ def test_a_read_only_session_runs_in_many_processes_at_once(tmp_path):
     for i, p in enumerate(procs):
         p.stdin.write(f"write 0 100 instance{i}\n".encode())
         p.stdin.flush()
-    time.sleep(1.0)
+    # every guest has written (its overlay is open) before any of them is told to exit
+    seen = [read_until(p, b"wrote sector 100 of disk 0") for p in procs]
     outs = [p.communicate(b"exit 3\n", timeout=60) for p in procs]
+    outs = [(before + out, err) for before, (out, err) in zip(seen, outs)]
     assert [p.returncode for p in procs] == [3] * n, outs
     notes = [err for _, err in outs if b"this run's changes go to" in err]
     assert len(notes) >= n - 1, outs

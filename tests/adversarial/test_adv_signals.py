@@ -25,6 +25,7 @@ from molpy.emulation.session import open_session
 from molpy.hostsignals import TERMINATING, signal_name
 from test_session import F12, saved_at_prompt
 from test_terminal import Pty
+from waits import catches, piled_up, sleeping, wait_for
 
 NAMED = [s for s in TERMINATING if s < signal.SIGRTMIN] + [signal.SIGRTMIN, signal.SIGRTMAX]
 AT_PROMPT = list(TERMINATING) if LONG else NAMED
@@ -252,6 +253,40 @@ def test_fault_net_restores_the_terminal(tmp_path, pty_run, how, signum):
     tally("faults in native code (SIGBUS guest/host, SIGSEGV): terminal restored, one line", 1)
 
 
+def test_a_signal_during_start_up_is_held_until_molpy_can_report_it():
+    """A signal that lands while molpy is still installing its handlers (after it took the
+    signal, before its one-line report is running) is held, then raised where it is reported:
+    it once escaped as a traceback with status 1."""
+    script = textwrap.dedent("""
+        import os, signal
+        from molpy.hostsignals import SignalExit, SignalGuard
+        guard = SignalGuard().hold().install()
+        os.kill(os.getpid(), signal.SIGTERM)          # as if it landed in crashnet.install()
+        print("held", flush=True)
+        try:
+            guard.release()
+        except SignalExit as e:
+            print("raised", e.status, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert r.stdout.split() == [b"held", b"raised", b"143"], r
+
+
+def test_sigterm_the_moment_molpy_takes_it(tmp_path):
+    """SIGTERM sent as soon as molpy's handler is in place (waited for, no guess): every
+    time 143 and one line, never a traceback."""
+    rc = tmp_path / "molrc"
+    rc.write_text("ram_size: 16\n")
+    for _ in range(count(8, 100)):
+        proc = subprocess.Popen([sys.executable, "-m", "molpy", "run", "-f", str(rc)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        wait_for(lambda: proc.poll() is not None or catches(proc.pid, signal.SIGTERM), "molpy's handler")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and err == b"molpy: stopped by SIGTERM\n", (proc.returncode, err)
+    tally("SIGTERM the moment molpy takes it (143, one line)", count(8, 100))
+
+
 def test_signals_while_blocked(tmp_path):
     """A FIFO where a file is expected, output nobody reads: SIGTERM still ends molpy."""
     fifo = tmp_path / "fifo"
@@ -263,10 +298,14 @@ def test_signals_while_blocked(tmp_path):
         rc.write_text(text)
         proc = subprocess.Popen([sys.executable, "-m", "molpy", *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-        if "session_file" not in text and args[0] == "run":
+        piles_up = "session_file" not in text and args[0] == "run"
+        if piles_up:
             proc.stdin.write(b"help\n" * 200)          # 140 KB of output piles up: nobody reads it
             proc.stdin.flush()
-        time.sleep(1.0)
+        # molpy has taken SIGTERM (and, where output piles up, waits on its pipe) or has ended
+        wait_for(lambda: proc.poll() is not None or catches(proc.pid, signal.SIGTERM)
+                 and (not piles_up or piled_up(proc.stdout.fileno()) and sleeping(proc.pid)),
+                 "molpy to wait")
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
@@ -333,11 +372,11 @@ def test_the_terminal_hangs_up(tmp_path, pty_run):
     """The terminal goes away (window closed): SIGHUP and EIO on every write; molpy ends, 129."""
     rc = tmp_path / "molrc"
     rc.write_text("ram_size: 16\n")
-    for keys in (b"spin 3000\r", b"help\r" * 200):          # computing, printing
+    for keys, busy in ((b"spin 3000\r", b"spin 3000\r\n"), (b"help\r" * 200, b"sum U [N]")):  # computing, printing
         t = pty_run("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"molpy> ")
         t.send(keys)
-        time.sleep(0.2)
+        t.read_until(busy)                                    # the guest is at it
         os.close(t.master)
         os.close(t.slave)
         t.master = t.slave = -1
