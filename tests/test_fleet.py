@@ -4,48 +4,21 @@ hanging input, an interrupted run resumed, and every kind of bad input refused i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
 import ray                                                # noqa: E402  (the fleet extra)
 
+from fleetkit import DEADLINE, AccessWatch, check, demo_inputs, holders, make_session, wait_for   # noqa: E402
 from molpy import fleet                                   # noqa: E402
-from molpy.config import load_config                      # noqa: E402
-from molpy.console import BufferConsole                   # noqa: E402
-from molpy.drivers.demo_disk import make_demo_disk        # noqa: E402
 from molpy.fleet.results import ResultsFile               # noqa: E402
-from molpy.machine import Machine, MachineConfig, Stop    # noqa: E402
-
-DEADLINE = 300          # seconds: a loaded machine starts Ray slowly; conditions, not sleeps
-
-
-def make_session(folder: Path) -> Path:
-    """The demo guest booted with a demo disk (-rw, as MOL's recipe's first step), saved at its prompt."""
-    disk = folder / "disk.img"
-    make_demo_disk(disk, 4 << 20)
-    (folder / "cow").mkdir()
-    rc = folder / "molrc"
-    rc.write_text(f"ram_size: 16\nsession_file: {folder / 's.session'}\nsession_readonly: no\n"
-                  f"cow_dir: {folder / 'cow'}\nblkdev: {disk} -rw -boot\n")
-    conf = MachineConfig.from_config(load_config(rc))
-    m = Machine(conf, BufferConsole())
-    try:
-        m.boot()
-        assert m.run(seconds=2) is Stop.TIMEOUT
-        m.save_session()
-    finally:
-        m.close()
-    session = folder / "s.session"
-    session.chmod(0o444)
-    return session
 
 
 @pytest.fixture(scope="module")
@@ -61,37 +34,6 @@ def cluster():
              log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
-
-
-def demo_inputs(n: int) -> tuple[list[dict], dict]:
-    """Inputs of five kinds, and what the demo guest must print for each (stop, status, output)."""
-    inputs, expect = [], {}
-    for i in range(n):
-        kind = i % 5
-        if kind == 0:
-            console, want = f"echo input {i}\nexit {i % 100}\n", ("exit", i % 100, f"echo input {i}\ninput {i}\nmolpy> exit {i % 100}\nbye\n")
-        elif kind == 1:              # the session's boot count, whatever earlier inputs wrote
-            console, want = "count\nexit 3\n", ("exit", 3, "count\nboot count: 1\nmolpy> exit 3\nbye\n")
-        elif kind == 2:              # writes the boot record away (in this input's overlay only)
-            console = "write 0 1 gone\ncount\nexit 5\n"
-            want = ("exit", 5, "write 0 1 gone\nwrote sector 1 of disk 0\nmolpy> count\nno boot record\n"
-                               "molpy> exit 5\nbye\n")
-        elif kind == 3:              # the text ends and the guest waits for more
-            console, want = f"echo {i}\n", ("idle", None, f"echo {i}\n{i}\nmolpy> ")
-        else:
-            console, want = f"spin 1\nexit {i % 7}\n", ("exit", i % 7, f"spin 1\nspun 1 million\nmolpy> exit {i % 7}\nbye\n")
-        inputs.append({"id": f"in-{i}", "console": console})
-        expect[f"in-{i}"] = want
-    return inputs, expect
-
-
-def check(results: list[dict], expect: dict) -> None:
-    ids = [r["id"] for r in results]
-    assert sorted(ids) == sorted(expect) and len(ids) == len(set(ids))     # exactly one result each
-    for r in results:
-        stop, status, output = expect[r["id"]]
-        assert (r["stop"], r["exit_status"], r["output"]) == (stop, status, output), r
-        assert r["guest_seconds"] >= 0 and r["worker"]
 
 
 def test_200_inputs_on_two_workers(session, cluster):
@@ -132,11 +74,56 @@ def test_a_hanging_input_times_out_and_the_worker_goes_on(session, cluster):
     assert len({r["worker"] for r in results.values()}) == 1 and all(r["attempts"] == 1 for r in results.values())
 
 
-def wait_for(condition, what: str, seconds: float = DEADLINE) -> None:
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def test_an_input_whose_worker_dies_three_times_gets_a_crash_result(tmp_path, cluster):
+    """The marked input reads a sector of its disk before it spins: each read (inotify, on a
+    disk only this test's workers hold open, and that only the marked input reads) means a
+    worker is running it, and that worker is SIGKILLed. After the third death it gets one
+    ``crash`` result; every other input, before and after it, its own correct result."""
+    session = make_session(tmp_path)
+    disk = tmp_path / "disk.img"
+    inputs, expect = demo_inputs(30)
+    keep = [i for i in inputs if int(i["id"][3:]) % 5 not in (1, 2)]        # no input that reads the disk
+    inputs = keep[:4] + [{"id": "poison", "console": "read 0 9\nspin 4000000000\n", "seconds": DEADLINE}] + keep[4:]
+    expect = {k: v for k, v in expect.items() if k in {i["id"] for i in keep}}
+    watch = AccessWatch(disk)
+    killed: list[int] = []
+    problems: list = []
+    reads = [0]
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            n = watch.wait(0.2)
+            if not n:
+                continue
+            reads[0] += n
+            if len(killed) < 3:
+                pids = holders(disk)
+                if len(pids) != 1:                          # one worker: the one that read
+                    problems.append(pids)
+                    continue
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    notes: list[str] = []
+    try:
+        results = list(fleet.run(str(session), inputs, workers=1, note=notes.append))
+    finally:
+        stop.set()
+        thread.join()
+        watch.close()
+    assert not problems and len(killed) == 3 and reads[0] == 3, (problems, killed, reads)   # it ran three times, never a fourth
+    crash = [r for r in results if r["id"] == "poison"]
+    assert len(crash) == 1, results
+    assert crash[0]["stop"] == "crash" and crash[0]["exit_status"] is None and crash[0]["attempts"] == 3
+    assert crash[0]["worker"].endswith(f":{killed[-1]}")
+    check([r for r in results if r["id"] != "poison"], expect)
+    assert all(r["attempts"] == 1 for r in results if r["id"] != "poison")
+    after = {i["id"] for i in keep[4:]}                            # run by the worker that came after
+    assert {int(r["worker"].rsplit(":", 1)[1]) for r in results if r["id"] in after}.isdisjoint(killed)
+    assert sum("died" in n for n in notes) == 3 and "1 given up" in notes[-1], notes
 
 
 def test_an_interrupted_run_resumes(session, tmp_path, cli):

@@ -31,6 +31,7 @@ from .runner import MAX_OUTPUT, PackedSession
 
 DEPTH = 2                   # inputs in flight per worker
 MAX_ATTEMPTS = 3            # deaths of a worker running the same input before it is given up
+PROBE_TIMEOUT = 10.0        # seconds a cluster's address has to accept a connection
 START_TIMEOUT = 600.0       # no worker ready after this long: the cluster cannot host one
 POLL = 0.2                  # how often the driver looks at the clock (hangs, stop requests)
 
@@ -271,6 +272,10 @@ def _init(ray, address, workers, store_bytes):
     if ray.is_initialized():
         return ray, False, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        silent = unanswered(address)
+        if silent:
+            raise FleetError(f"cannot join the Ray cluster at {address}: {silent}")
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -282,3 +287,30 @@ def _init(ray, address, workers, store_bytes):
         raise FleetError(f"cannot {'join the Ray cluster at ' + address if address else 'start Ray'}: "
                          f"{_short(e)}") from None
     return ray, True, workers
+
+
+def unanswered(address: str) -> str:
+    """Why nothing can answer at a cluster ``address`` ('' when something accepts a TCP
+    connection there, or the address is not HOST:PORT). Ray itself would retry for minutes
+    before it gives up on an address where nothing listens. ``auto`` is RAY_ADDRESS's."""
+    import socket
+
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if address in ("", "auto"):
+            return ""                   # Ray's own files on this machine say where (or that none runs)
+    if address.startswith("ray://"):
+        address = address[len("ray://"):]
+    host, colon, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return ""                       # not HOST:PORT: Ray's own message
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT).close()
+    except socket.gaierror as e:
+        return f"no host {host} ({e.strerror or type(e).__name__})"
+    except socket.timeout:
+        return f"nothing answers at {host}:{port} (no answer within {PROBE_TIMEOUT:.0f} s)"
+    except OSError as e:
+        return f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__})"
+    return ""
