@@ -12,7 +12,6 @@ translation-time cost of the site finder per new block.
 
 from __future__ import annotations
 
-import ctypes
 import statistics
 import time
 

@@ -17,7 +17,6 @@ it replaces the previous session.
 
 from __future__ import annotations
 
-import errno
 import json
 import mmap
 import os

@@ -18,8 +18,7 @@ from blkguest import SECTOR, demo_sum, pattern, run_blk
 from molpy.config import BlkdevSpec
 from molpy.drivers.cow import STATE_COMMITTING, Header, Overlay
 from molpy.drivers.overlays import overlay_name
-from molpy.drivers.osi_blk import (E_FAULT, E_INVAL, E_LENGTH, E_NOUNIT, E_RANGE, E_RING, E_ROFS,
-                                   E_STOPPED)
+from molpy.drivers.osi_blk import E_FAULT, E_INVAL, E_LENGTH, E_NOUNIT, E_RANGE, E_ROFS
 
 RAM = 16 << 20
 

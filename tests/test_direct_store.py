@@ -6,7 +6,6 @@ fault report names the access and the DSI)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from exactgen import OSI_MAGIC, SC, Program, d_form, dump_and_exit, li32, pack
+from exactgen import OSI_MAGIC, SC, d_form, dump_and_exit, li32, pack
 from molpy import guestwarn
 from molpy.console import BufferConsole
 from molpy.machine import Machine, MachineConfig, Stop

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -27,14 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import LONG, count, tally
-from kit import demo_rc, resumes, saved_session, sha
+from kit import demo_rc, saved_session, sha
 from sessionkit import ENTRY, chunk_of, replace_chunk, reseal
 from molpy.cli import main as cli_main
 from molpy.config import BlkdevSpec, load_config
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
 from molpy.drivers.block import BlockError
-from molpy.drivers.commit import commit
 from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay
 from molpy.drivers.overlays import overlay_name
 from molpy.drivers.raw import RawBackend, create_image
