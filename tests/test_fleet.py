@@ -18,6 +18,7 @@ import ray                                                # noqa: E402  (the fle
 
 from fleetkit import DEADLINE, AccessWatch, check, demo_inputs, holders, make_session, wait_for   # noqa: E402
 from molpy import fleet                                   # noqa: E402
+from molpy.fleet import pool                              # noqa: E402
 from molpy.fleet.results import ResultsFile               # noqa: E402
 
 
@@ -74,11 +75,14 @@ def test_a_hanging_input_times_out_and_the_worker_goes_on(session, cluster):
     assert len({r["worker"] for r in results.values()}) == 1 and all(r["attempts"] == 1 for r in results.values())
 
 
-def test_an_input_whose_worker_dies_three_times_gets_a_crash_result(tmp_path, cluster):
-    """The marked input reads a sector of its disk before it spins: each read (inotify, on a
-    disk only this test's workers hold open, and that only the marked input reads) means a
-    worker is running it, and that worker is SIGKILLed. After the third death it gets one
-    ``crash`` result; every other input, before and after it, its own correct result."""
+def test_an_input_whose_worker_dies_three_times_gets_a_crash_result(tmp_path, cluster, monkeypatch):
+    """The marked input reads a sector of its disk before it spins: a read (inotify, on a
+    disk only this test's workers hold open) by the one worker that is ready and has the
+    marked input at the head of its queue means it runs it, and that worker is SIGKILLed.
+    A worker's own start reads the disk too (format probe, the resume's content check):
+    such reads come before the pool has it ready and are not counted (found: counting
+    them killed a starting worker or saw a read by a stand-in already closed). After the
+    third death the input gets one ``crash`` result; every other input its own result."""
     session = make_session(tmp_path)
     disk = tmp_path / "disk.img"
     inputs, expect = demo_inputs(30)
@@ -90,18 +94,33 @@ def test_an_input_whose_worker_dies_three_times_gets_a_crash_result(tmp_path, cl
     problems: list = []
     reads = [0]
     stop = threading.Event()
+    pools: list[pool.Pool] = []
+    made = pool.Pool.__init__
+
+    def spy(self, *args, **kwargs) -> None:                  # the test sees the pool's slots
+        made(self, *args, **kwargs)
+        pools.append(self)
+
+    monkeypatch.setattr(pool.Pool, "__init__", spy)
+
+    def running_poison() -> set[int]:
+        """The pids of ready workers whose first queued input is the marked one."""
+        return {s.pid for s in list(pools[0].slots) if s.ready_ref is None and s.pid
+                and s.inflight and s.inflight[0][1].inp.id == "poison"} if pools else set()
 
     def killer() -> None:
         while not stop.is_set():
-            n = watch.wait(0.2)
-            if not n:
+            if not watch.wait(0.2):
                 continue
-            reads[0] += n
+            pids = holders(disk)
+            runner = running_poison() & set(pids) - set(killed)
+            if not runner:                                  # a worker's start, not the input
+                continue
+            reads[0] += 1
+            if len(pids) != 1:                              # one worker: the one that read
+                problems.append(pids)
+                continue
             if len(killed) < 3:
-                pids = holders(disk)
-                if len(pids) != 1:                          # one worker: the one that read
-                    problems.append(pids)
-                    continue
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
