@@ -162,7 +162,7 @@ def test_version_1_states_of_the_previous_molpy_still_load(tmp_path):
     cpu = json.loads(s.small[(b"CPU ", 0)])
     s.close()
     from molpy.drivers.oftree_state import to_json
-    from molpy.emulation.session import write_session
+    from molpy.emulation.session_write import write_session
     m = Machine(dataclasses.replace(conf, session_file=None))
     devices = [(d.kind, d.instance, to_json(d.tree) if d.kind == "OFTR" else d.save_state()) for d in m.devices]
     m.close()
