@@ -73,7 +73,8 @@ def _resume(path: str, conf: MachineConfig) -> float:
 
 def _raw_write(tmp: str, path: str) -> float:
     """Write the session's non-zero RAM bytes to a new file, then fsync."""
-    from molpy.emulation.session import nonzero_page_runs, open_session
+    from molpy.emulation.ram_pages import nonzero_page_runs
+    from molpy.emulation.session import open_session
     s = open_session(path)
     import mmap
     with mmap.mmap(s.fd, s.ram.length, mmap.MAP_SHARED, mmap.PROT_READ, offset=s.ram.offset) as m:

@@ -8,7 +8,8 @@ import logging
 import os
 from typing import Any
 
-from molpy.emulation.session import Bulk, BulkRef, Later, SessionError
+from molpy.emulation.session import BulkRef, SessionError
+from molpy.emulation.session_write import Bulk, Later
 from molpy.emulation.state import StateError
 
 from .blk_abi import INFO_BOOT_HINT

@@ -22,7 +22,8 @@ from molpy.errors import ConfigError, SessionError
 if TYPE_CHECKING:  # pragma: no cover
     from molpy.console import Frontend
     from molpy.emulation.memory import GuestMemory
-    from molpy.emulation.session import Bulk, BulkRef, Later
+    from molpy.emulation.session import BulkRef
+    from molpy.emulation.session_write import Bulk, Later
     from molpy.machine import MachineConfig
     from molpy.osi import OsiDispatcher
 

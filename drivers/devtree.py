@@ -27,7 +27,9 @@ from ..emulation.memory import GuestAccessError
 from ..files import HostFileError, read_limited
 from ..timebase import TB_FREQ
 from .device import Device, DeviceContext, StateError
-from .oftree import MAX_FILE, DeviceTree, Node, TreeError, parse_tree
+from .oftree import DeviceTree, Node, TreeError
+from .oftree_file import MAX_FILE, import_nodes, parse_tree
+from .oftree_state import from_state, to_bytes
 from .resources import str_res
 
 log = logging.getLogger("molpy.devtree")
@@ -131,14 +133,14 @@ def _import_cpu_node(tree: DeviceTree, config, cpu_file: str) -> None:
         if cpu is None or cpu.parent is None:
             break
         tree.delete_node(cpu)
-    tree.import_nodes(parent, read_tree_file(cpu_file, "cpu node file"), cpu_file)
+    import_nodes(tree, parent, read_tree_file(cpu_file, "cpu node file"), cpu_file)
 
 
 class DevTree(Device):
     """The device tree and the two PROM selectors."""
 
     kind = "OFTR"
-    version = 2          # 2: the binary saved form (oftree.STATE_MAGIC); 1: hex in JSON
+    version = 2          # 2: the binary saved form (oftree_state.STATE_MAGIC); 1: hex in JSON
     min_version = 1
 
     def __init__(self, ctx: DeviceContext, tree: DeviceTree) -> None:
@@ -304,14 +306,14 @@ class DevTree(Device):
     def save_state(self) -> bytes:
         """The whole tree in its binary saved form (phandles included; its size is bounded
         to fit a session chunk), or nothing once the guest closed it."""
-        return b"" if self.tree is None else self.tree.to_bytes()
+        return b"" if self.tree is None else to_bytes(self.tree)
 
     @staticmethod
     def _parse_state(data: bytes, version: int) -> DeviceTree | None:
         if not data:
             return None
         try:
-            return DeviceTree.from_json(data) if version < 2 else DeviceTree.from_bytes(data)
+            return from_state(data, version)
         except TreeError as e:
             raise StateError(str(e)) from None
 

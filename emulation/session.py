@@ -1,47 +1,42 @@
-"""Session files: RAM, CPU state and device state, saved atomically, resumed lazily.
+"""Session files: their layout, and opening one with every field checked.
 
 Layout (docs/formats.md): a 4 KiB header, a chunk table with a CRC-32 per chunk, the
 small chunks (CPU state, one per device), the bulk chunks (device data too big to hold
 in memory, such as a -cow overlay's contents, streamed in and out), then the RAM chunk,
 page-aligned, with zero pages left as holes. RAM is never read at resume: it is mapped
 MAP_PRIVATE from the file, so resume costs the same at 64 MiB and at 2 GiB; its checksum
-is checked by ``molpy session verify``. The session layer knows devices only as
-(kind, instance, version, bytes) and bulk chunks through the Device interface
-(drivers/device.py).
+(emulation/ram_pages.py) is checked by ``molpy session verify``. The session layer knows
+devices only as (kind, instance, version, bytes) and bulk chunks through the Device
+interface (drivers/device.py). Sessions are written by emulation/session_write.py.
 
 A session file is untrusted input: every header and table field is checked before use,
 chunks may not overlap or leave the file, small chunks are bounded, bulk chunks are never
-read into memory, and the writer checks the new file with the reader's own rules before
-it replaces the previous session.
+read into memory, and the writer checks the new file with these same rules
+(``check_file``) before it replaces the previous session.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
-import queue
 import struct
-import threading
-import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .. import __version__
 from ..errors import SessionError
-from ..files import FileLocked, HostFileError, NewFile, crc_range, lock, open_existing, pwrite_all, remove_stale
+from ..files import FileLocked, HostFileError, crc_range, lock, open_existing
 from .memory import MAX_RAM_MIB
+from .ram_pages import PAGE, ram_checksum, runs_by_slice
 from .state import StateError, loads
 
 MAGIC = b"MOLPYSES"
 VERSION = 3                       # 3: per-chunk state versions and bulk chunks
 READABLE_VERSIONS = (2, 3)        # 2: the same layout, no bulk chunks, versions 0
 HEADER_SIZE = 4096
-PAGE = 4096
 FLAG_USED = 1                     # a non-read-only session that has been resumed once
 _HEADER = struct.Struct(">8sII16s64sQIIQQ")
-_ENTRY = struct.Struct(">4sIQQII")
+ENTRY = struct.Struct(">4sIQQII")
 ENTRY_BULK = 1 << 16              # entry's last word: version (low 16 bits) | flags
 MAX_CHUNKS = 1024
 MAX_SMALL_CHUNK = 16 << 20        # CPU and device state: read into memory at open
@@ -67,31 +62,6 @@ class Chunk:
     @property
     def name(self) -> str:
         return f"{self.kind.decode('ascii', 'replace').strip()}/{self.instance}"
-
-
-@dataclass
-class Bulk:
-    """Device data written straight into the session file, never held in memory whole.
-
-    ``write(fd, offset)`` puts exactly ``length`` bytes at ``offset`` of the session file
-    and returns their CRC-32 (a -cow overlay's: drivers/cow.py, copied in the kernel).
-    """
-
-    kind: str
-    instance: int
-    length: int
-    write: Callable[[int, int], int]
-    version: int = 1
-
-
-@dataclass
-class Later:
-    """Device state finished while RAM is written (osi_blk's disk digests): at most
-    ``bound`` bytes, which ``finish()`` returns. Its place in the file is reserved first;
-    a SessionError from ``finish`` refuses the save."""
-
-    bound: int
-    finish: Callable[[], bytes]
 
 
 @dataclass(frozen=True)
@@ -172,7 +142,7 @@ class SessionFile:
         lease that guards the RAM mapping.
         """
         self.flags |= FLAG_USED
-        header = _pack_header(self.flags, self.config_checksum, self.ram_size, len(self.chunks),
+        header = pack_header(self.flags, self.config_checksum, self.ram_size, len(self.chunks),
                               self.table_crc, self.saved_ns, self.molpy_version, self.version)
         try:
             fd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -193,7 +163,7 @@ class SessionFile:
             view = memoryview(m)
             try:
                 crc = 0
-                for runs in _runs_by_slice(view):
+                for runs in runs_by_slice(view):
                     crc = ram_checksum(view, runs, crc)
                 return crc == ram.crc
             finally:
@@ -213,8 +183,10 @@ class SessionFile:
             os.close(fd)
 
 
-def _pack_header(flags: int, checksum: str, ram_size: int, nchunks: int, table_crc: int, saved_ns: int,
+def pack_header(flags: int, checksum: str, ram_size: int, nchunks: int, table_crc: int, saved_ns: int,
                  molpy_version: str = __version__, version: int = VERSION) -> bytes:
+    """The 4 KiB header, its CRC-32 in its last four bytes (written last by a save, again
+    by ``mark_used``)."""
     fixed = _HEADER.pack(MAGIC, version, flags, molpy_version.encode()[:16], checksum.encode()[:64], ram_size,
                          nchunks, table_crc, HEADER_SIZE, saved_ns)
     body = fixed.ljust(HEADER_SIZE - 4, b"\0")
@@ -232,13 +204,15 @@ def open_session(path: str) -> SessionFile:
     except HostFileError as e:
         raise SessionError(f"session {e}") from None
     try:
-        return _read(path, fd)
+        return check_file(path, fd)
     except BaseException:
         os.close(fd)
         raise
 
 
-def _read(path: str, fd: int) -> SessionFile:
+def check_file(path: str, fd: int) -> SessionFile:
+    """The session open at ``fd``, every field checked (the writer checks what it wrote
+    with this before publishing it); SessionError says what is wrong."""
     size = os.fstat(fd).st_size
     head = os.pread(fd, HEADER_SIZE, 0)
     if len(head) < _HEADER.size or head[:8] != MAGIC:
@@ -253,14 +227,14 @@ def _read(path: str, fd: int) -> SessionFile:
         raise SessionError(f"{path}: the session header is damaged (checksum mismatch)")
     if not 0 < nchunks <= MAX_CHUNKS or table != HEADER_SIZE or flags & ~FLAG_USED:
         raise SessionError(f"{path}: the session header is damaged (chunk table)")
-    raw = os.pread(fd, nchunks * _ENTRY.size, table)
-    if len(raw) != nchunks * _ENTRY.size:
+    raw = os.pread(fd, nchunks * ENTRY.size, table)
+    if len(raw) != nchunks * ENTRY.size:
         raise SessionError(f"{path} is truncated (chunk table incomplete)")
     if zlib.crc32(raw) != table_crc:
         raise SessionError(f"{path}: the session is damaged (the chunk table fails its checksum)")
     chunks = []
     for n in range(nchunks):
-        kind, instance, off, length, crc, word = _ENTRY.unpack_from(raw, n * _ENTRY.size)
+        kind, instance, off, length, crc, word = ENTRY.unpack_from(raw, n * ENTRY.size)
         if not all(0x20 <= b < 0x7F for b in kind) or word >> 16 & ~1 or (version == 2 and word):
             raise SessionError(f"{path}: the session is damaged (chunk table entry {n})")
         chunks.append(Chunk(kind, instance, off, length, crc, version=word & 0xFFFF,
@@ -276,7 +250,7 @@ def _read(path: str, fd: int) -> SessionFile:
     if ram.length != ram_size or ram.offset % PAGE or not 0 < ram_size <= MAX_RAM or ram_size % PAGE \
             or ram.bulk:
         raise SessionError(f"{path}: the session is damaged (bad RAM chunk)")
-    _check_placement(path, chunks, table + nchunks * _ENTRY.size, size, ram.offset)
+    _check_placement(path, chunks, table + nchunks * ENTRY.size, size, ram.offset)
     for c in chunks:
         if c.kind == RAM_KIND or c.bulk:
             continue
@@ -312,206 +286,3 @@ def _check_placement(path: str, chunks: list[Chunk], data_start: int, size: int,
             raise SessionError(f"{path} is truncated ({what} ends at byte {c.offset + c.length}, "
                                f"the file has {size})")
         end = c.offset + c.length
-
-
-def nonzero_page_runs(view: memoryview) -> list[tuple[int, int]]:
-    """(offset, length) of the runs of non-zero pages of RAM."""
-    import numpy as np
-
-    pages = np.frombuffer(view, dtype=np.uint64).reshape(-1, PAGE // 8).any(axis=1)
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], pages, [False])).astype(np.int8)))
-    return [(int(a) * PAGE, int(b - a) * PAGE) for a, b in zip(edges[::2], edges[1::2])]
-
-
-def write_session(path: str, ram: memoryview, cpu: dict, devices: list[tuple[str, int, bytes | Later]],
-                  config_checksum: str, bulks: list[Bulk] | None = None,
-                  versions: dict[tuple[str, int], int] | None = None) -> int:
-    """Write a session atomically; returns its size in bytes.
-
-    The file is written unnamed (O_TMPFILE), fsynced, read back with the reader's own
-    checks, and only then put in place of the previous session: a save that fails, is
-    interrupted or is killed at any point leaves the previous session as it was and no
-    temporary file behind. A device's state may be a :class:`Later`, finished after RAM
-    is written (its work runs beside the RAM write).
-    """
-    bulks = bulks or []
-    versions = versions or {}
-    folder = os.path.dirname(os.path.abspath(path))
-    remove_stale(folder, os.path.basename(path))
-    small = [(CPU_KIND, 0, versions.get(("CPU ", 0), 1), json.dumps(cpu, separators=(",", ":")).encode())]
-    for kind, instance, data in devices:
-        small.append((_kind_bytes(kind), instance, versions.get((kind, instance), 1),
-                       data if isinstance(data, Later) else bytes(data)))
-    for kind, instance, _, data in small:
-        size = data.bound if isinstance(data, Later) else len(data)
-        if size > MAX_SMALL_CHUNK:
-            raise SessionError(f"cannot save: the state of {kind.decode()}/{instance} is {size} bytes "
-                               f"(at most {MAX_SMALL_CHUNK}); nothing was written")
-    nchunks = len(small) + len(bulks) + 1
-    if nchunks > MAX_CHUNKS:
-        raise SessionError(f"cannot save: {nchunks} chunks (at most {MAX_CHUNKS}); nothing was written")
-    pos = HEADER_SIZE + nchunks * _ENTRY.size
-    entries, blobs, later = [], [], []
-    for kind, instance, version, data in small:
-        if isinstance(data, Later):
-            later.append((len(entries), data))
-            entries.append(Chunk(kind, instance, pos, data.bound, 0, version))
-            pos += data.bound
-            continue
-        entries.append(Chunk(kind, instance, pos, len(data), zlib.crc32(data), version))
-        blobs.append((pos, data))
-        pos += len(data)
-    placed = []
-    for b in bulks:
-        pos = _align(pos)
-        placed.append((b, pos))
-        pos += b.length
-    ram_offset = _align(pos)
-    # RAM goes out in slices. A worker thread finds the non-zero pages of each slice and
-    # hands them over, then checksums them all; this thread writes them and syncs meanwhile
-    # (numpy, zlib, pwrite and fsync release the GIL). The guest is stopped, so RAM does
-    # not change under either thread.
-    slices: queue.Queue = queue.Queue()
-    crc_box = [0]
-    stop = threading.Event()
-
-    def worker_loop() -> None:
-        found = []
-        try:
-            for runs in _runs_by_slice(ram):
-                if stop.is_set():
-                    return
-                slices.put(runs)
-                found.append(runs)
-        finally:
-            slices.put(None)
-        for runs in found:
-            if stop.is_set():
-                return
-            crc_box[0] = ram_checksum(ram, runs, crc_box[0])
-
-    pending = [data for _, data in later]         # Laters not finished yet
-
-    def settle() -> None:
-        """A save that fails leaves no device work under way."""
-        for data in pending:
-            try:
-                data.finish()
-            except Exception:
-                pass
-
-    def abandon() -> None:
-        """Leave nothing behind: no file, no thread."""
-        stop.set()
-        worker.join()
-        out.discard()
-        out.close()
-        settle()
-
-    try:
-        out = NewFile(path, what="session")
-    except HostFileError as e:
-        settle()
-        raise SessionError(f"cannot write the session {path}: {e.reason}; the previous session (if any) "
-                           f"is unchanged") from None
-    fd = out.fd
-    worker = threading.Thread(target=worker_loop, daemon=True)
-    worker.start()
-    try:
-        os.ftruncate(fd, ram_offset + len(ram))
-        for off, data in blobs:
-            pwrite_all(fd, data, off)
-        for b, off in placed:
-            entries.append(Chunk(_kind_bytes(b.kind), b.instance, off, b.length, b.write(fd, off),
-                                 b.version, bulk=True))
-        while (runs := slices.get()) is not None:
-            for off, length in runs:
-                pwrite_all(fd, ram[off:off + length], ram_offset + off)
-        for n, data in later:
-            pending.remove(data)
-            try:
-                blob = data.finish()
-            except SessionError as e:
-                raise _Refused(str(e)) from None
-            if len(blob) > data.bound:
-                raise _Refused(f"the state of {entries[n].name} outgrew its {data.bound} bytes")
-            c = entries[n]
-            entries[n] = Chunk(c.kind, c.instance, c.offset, len(blob), zlib.crc32(blob), c.version)
-            pwrite_all(fd, blob, c.offset)
-        os.fsync(fd)
-        worker.join()
-        entries.append(Chunk(RAM_KIND, 0, ram_offset, len(ram), crc_box[0], 1))
-        table = b"".join(_ENTRY.pack(c.kind, c.instance, c.offset, c.length, c.crc,
-                                     c.version | (ENTRY_BULK if c.bulk else 0)) for c in entries)
-        pwrite_all(fd, table, HEADER_SIZE)
-        pwrite_all(fd, _pack_header(0, config_checksum, len(ram), nchunks, zlib.crc32(table),
-                                     time.time_ns()), 0)
-        os.fsync(fd)
-        _read(path, fd)                 # what a resume will check: refuse to publish what it refuses
-        previous = _hold(path)
-        out.publish()
-    except OSError as e:
-        abandon()
-        raise SessionError(f"cannot write the session {path}: {e.strerror}; the previous session "
-                           f"(if any) is unchanged") from None
-    except _Refused as e:
-        abandon()
-        raise SessionError(f"cannot save: {e}; the previous session (if any) is unchanged") from None
-    except SessionError as e:
-        abandon()
-        raise SessionError(f"cannot save: the file written fails the resume checks ({e}); the previous "
-                           f"session (if any) is unchanged") from None
-    except BaseException:
-        abandon()
-        raise
-    out.close()
-    if previous is not None:
-        # Freeing the replaced session's blocks happens at its last close and takes tens
-        # of milliseconds for a big file; the save is complete, so another thread waits.
-        threading.Thread(target=os.close, args=(previous,), daemon=True).start()
-    return ram_offset + len(ram)
-
-
-class _Refused(Exception):
-    """A device could not finish its state: the save is refused with its message."""
-
-
-def _kind_bytes(kind: str) -> bytes:
-    raw = kind.encode("ascii")
-    if len(raw) != 4:
-        raise ValueError(f"a chunk kind is four ASCII letters, not {kind!r}")
-    return raw
-
-
-def _align(pos: int) -> int:
-    return (pos + PAGE - 1) // PAGE * PAGE
-
-
-def _hold(path: str) -> int | None:
-    """An open descriptor on the file about to be replaced, or None if there is none."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-SLICE = 32 << 20
-
-
-def _runs_by_slice(ram: memoryview):
-    """The non-zero page runs of RAM, one list per slice (runs never cross a slice)."""
-    for start in range(0, len(ram), SLICE):
-        part = ram[start:start + SLICE]
-        yield [(start + off, length) for off, length in nonzero_page_runs(part)]
-
-
-def ram_checksum(ram: memoryview, runs: list[tuple[int, int]], crc: int = 0) -> int:
-    """CRC-32 over every run of non-zero pages: its offset and length, then its bytes.
-
-    Zero pages are not fed in (that would cost as much as the save itself), yet a hole
-    that gained data changes the runs and so the checksum.
-    """
-    for off, length in runs:
-        crc = zlib.crc32(struct.pack(">QQ", off, length), crc)
-        crc = zlib.crc32(ram[off:off + length], crc)
-    return crc

@@ -28,7 +28,8 @@ from .cpuenv import CpuEnv
 from .drivers.device import DeviceContext
 from .drivers.registry import create_devices
 from .emulation.memory import GuestMemory
-from .emulation.session import SessionError, SessionUsed, open_session, write_session
+from .emulation.session import SessionError, SessionUsed, open_session
+from .emulation.session_write import write_session
 from .emulation.state import StateError
 from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at

@@ -84,7 +84,8 @@ def oftree_problems(mconf) -> list[str]:
     if not path:
         return []
     from .drivers.devtree import read_tree_file
-    from .drivers.oftree import TreeError, parse_tree
+    from .drivers.oftree import TreeError
+    from .drivers.oftree_file import parse_tree
     import logging
     quiet = logging.getLogger("molpy.oftree")
     level = quiet.level

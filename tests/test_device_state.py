@@ -161,9 +161,10 @@ def test_version_1_states_of_the_previous_molpy_still_load(tmp_path):
     ram = bytes(open(path, "rb").read()[s.ram.offset:s.ram.offset + s.ram.length])
     cpu = json.loads(s.small[(b"CPU ", 0)])
     s.close()
-    from molpy.emulation.session import write_session
+    from molpy.drivers.oftree_state import to_json
+    from molpy.emulation.session_write import write_session
     m = Machine(dataclasses.replace(conf, session_file=None))
-    devices = [(d.kind, d.instance, d.tree.to_json() if d.kind == "OFTR" else d.save_state()) for d in m.devices]
+    devices = [(d.kind, d.instance, to_json(d.tree) if d.kind == "OFTR" else d.save_state()) for d in m.devices]
     m.close()
     devices = [(k, i, v1_ablk if k == "ABLK" else v1_cons if k == "CONS" else b) for k, i, b in devices]
     write_session(str(path), memoryview(bytearray(ram)), cpu, devices, "",

@@ -16,7 +16,9 @@ from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
 from molpy.drivers.devtree import build_tree
 from molpy.drivers.device import DeviceError
-from molpy.drivers.oftree import DeviceTree, TreeError, parse_tree
+from molpy.drivers.oftree import TreeError
+from molpy.drivers.oftree_file import parse_tree
+from molpy.drivers.oftree_state import from_json, to_json
 from molpy.machine import Machine, MachineConfig
 from probe import SCRATCH, Probe, signed
 
@@ -158,25 +160,25 @@ def test_any_text_parses_or_is_refused_and_saves_back(text):
         tree = parse_tree(text.encode())
     except TreeError:
         return
-    again = DeviceTree.from_json(tree.to_json())
+    again = from_json(to_json(tree))
     assert [(n.phandle, n.unit, n.props) for n in again.allnext] == \
            [(n.phandle, n.unit, n.props) for n in tree.allnext]
-    assert again.to_json() == tree.to_json()
+    assert to_json(again) == to_json(tree)
 
 
 def test_damaged_saved_trees_are_refused():
-    good = parse_tree(TREE.encode()).to_json()
+    good = to_json(parse_tree(TREE.encode()))
     import json
     doc = json.loads(good)
     doc["nodes"][1][4] = 1                       # a node that is its own sibling
     with pytest.raises(TreeError):
-        DeviceTree.from_json(json.dumps(doc).encode())
+        from_json(json.dumps(doc).encode())
     doc = json.loads(good)
     doc["nodes"][0][2] = 0                       # a parent loop
     with pytest.raises(TreeError):
-        DeviceTree.from_json(json.dumps(doc).encode())
+        from_json(json.dumps(doc).encode())
     with pytest.raises(TreeError):
-        DeviceTree.from_json(b"{not json")
+        from_json(b"{not json")
 
 
 # -- the device, from guests --

@@ -105,7 +105,7 @@ def save_demo(conf: MachineConfig) -> None:
 def rewrite_ablk(session: Path, change, version: int) -> None:
     """The session written again with its osi_blk state changed by ``change(doc)`` and
     recorded as ``version`` (what an older molpy, or a crafted file, holds)."""
-    from molpy.emulation.session import write_session
+    from molpy.emulation.session_write import write_session
 
     s = open_session(str(session))
     try:

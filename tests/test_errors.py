@@ -20,7 +20,7 @@ from test_structure import modules
 # Exceptions that are not failures to report: a signal ending molpy (a BaseException, as
 # KeyboardInterrupt is), and internal signals: the session writer's to itself, the gdb
 # stub's to its loop (resume the guest).
-NOT_ERRORS = {"molpy.hostsignals.SignalExit", "molpy.emulation.session._Refused",
+NOT_ERRORS = {"molpy.hostsignals.SignalExit", "molpy.emulation.session_write._Refused",
               "molpy.gdbstub.stub._Resume"}
 
 
@@ -86,7 +86,8 @@ def test_the_engine_package_stays_standard_library_only():
         assert "molpy" not in sys.modules and "unicorn" not in sys.modules, sorted(sys.modules)
         assert issubclass(_alone.build.BuildError, _alone.EngineError)
         import molpy.engine
-        heavy = {"unicorn", "molpy.machine", "molpy.drivers.device", "molpy.emulation.session", "numpy"} & set(sys.modules)
+        heavy = {"unicorn", "molpy.machine", "molpy.drivers.device", "molpy.emulation.session",
+                 "molpy.emulation.session_write", "numpy"} & set(sys.modules)
         assert not heavy, heavy
         import molpy.errors
         assert issubclass(molpy.engine.EngineError, molpy.errors.Error)

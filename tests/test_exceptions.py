@@ -385,7 +385,7 @@ def test_crafted_time_base_state_is_refused(tmp_path):
 
 def test_session_with_a_crafted_time_base_is_refused(tmp_path):
     """A resealed session whose time base is out of range: one line, no traceback."""
-    from molpy.emulation import session as session_module
+    from molpy.emulation import session_write
 
     path = tmp_path / "t.session"
     m = make("mftb", session_file=str(path))
@@ -394,7 +394,7 @@ def test_session_with_a_crafted_time_base_is_refused(tmp_path):
         cpu = m.get_state().as_dict()
         cpu["timebase"] = {"tb": -5, "dec": 0, "dec_pending": False}
         devices = [(d.kind, d.instance, d.save_state()) for d in m.devices]
-        session_module.write_session(str(path), m.memory.view, cpu, devices, m.config.config_checksum)
+        session_write.write_session(str(path), m.memory.view, cpu, devices, m.config.config_checksum)
     finally:
         m.close()
     with pytest.raises(SessionError, match="damaged.*time base value out of range"):

@@ -14,7 +14,7 @@ from molpy.console import BufferConsole
 from molpy.drivers.cow import CowBackend, Overlay
 from molpy.drivers.overlays import overlay_name
 from molpy.drivers.raw import RawBackend
-from molpy.emulation.session import write_session
+from molpy.emulation.session_write import write_session
 from molpy.machine import Machine, MachineConfig
 
 

@@ -37,7 +37,8 @@ from molpy.drivers.cow import STATE_COMMITTING, CowBackend, Header, Overlay
 from molpy.drivers.overlays import overlay_name
 from molpy.drivers.raw import RawBackend, create_image
 from molpy.drivers.demo_disk import make_demo_disk
-from molpy.emulation.session import SessionError, open_session, write_session
+from molpy.emulation.session import SessionError, open_session
+from molpy.emulation.session_write import write_session
 from molpy.machine import Machine, MachineConfig, Stop
 from waits import read_until
 

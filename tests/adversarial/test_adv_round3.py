@@ -423,6 +423,7 @@ def test_the_nvram_lock_never_lapses(tmp_path, start):
 # -- 5. saved device trees: every check linear --
 
 from molpy.drivers import oftree as T   # noqa: E402
+from molpy.drivers import oftree_file, oftree_state as S   # noqa: E402
 
 TREE_TEXT = '{\n(property name <str> "device-tree" )\n{\n(property name <str> "memory" )\n}\n}\n'
 
@@ -449,11 +450,11 @@ def _shape(shape: str, n: int) -> T.DeviceTree:
 
 GUARD = r"""
 import sys, time
-from molpy.drivers import oftree as T
+from molpy.drivers import oftree_state as S
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.."]
 from test_adv_round3 import _shape
 tree = _shape(sys.argv[2], int(sys.argv[3]))
-for blob, load in ((tree.to_json(), T.DeviceTree.from_json), (tree.to_bytes(), T.DeviceTree.from_bytes)):
+for blob, load in ((S.to_json(tree), S.from_json), (S.to_bytes(tree), S.from_bytes)):
     again = load(blob)
     assert len(again.allnext) == len(tree.allnext)
     again.delete_node(again.allnext[1])
@@ -484,10 +485,10 @@ def test_damaged_saved_trees_are_refused_in_both_forms(damage):
         nodes[5].sibling = nodes[30]
     elif damage == "outside":
         nodes[40].child = None
-    blobs = [tree.to_json(), tree.to_bytes()]
+    blobs = [S.to_json(tree), S.to_bytes(tree)]
     if damage == "bad ref":
         blobs = [blobs[0].replace(b"[2,null,1,", b"[2,null,99,"), blobs[1][:-3] + b"\x00\x00\x07"]
-    for blob, load in zip(blobs, (T.DeviceTree.from_json, T.DeviceTree.from_bytes)):
+    for blob, load in zip(blobs, (S.from_json, S.from_bytes)):
         with pytest.raises(T.TreeError):
             load(blob)
 
@@ -499,7 +500,7 @@ def test_a_tree_grown_to_its_limit_always_saves_and_loads(how):
     """Grown until the tree refuses, by each route a guest has: the saved form fits the
     session's device-state chunk and loads back equal."""
     from molpy.emulation.session import MAX_SMALL_CHUNK
-    tree = T.parse_tree(TREE_TEXT.encode())
+    tree = oftree_file.parse_tree(TREE_TEXT.encode())
     root = tree.root
     i = 0
     try:
@@ -513,11 +514,11 @@ def test_a_tree_grown_to_its_limit_always_saves_and_loads(how):
                 tree.add_node(root, b"n@" + b"u" * 4000 + b"%d" % i)
     except T.TreeError:
         pass
-    blob = tree.to_bytes()
-    assert len(blob) == tree.size + T._HEAD.size <= MAX_SMALL_CHUNK
+    blob = S.to_bytes(tree)
+    assert len(blob) == tree.size + T.HEAD.size <= MAX_SMALL_CHUNK
     assert len(blob) > MAX_SMALL_CHUNK - (8 << 10)          # grown to the limit, not short of it
-    again = T.DeviceTree.from_bytes(blob)
-    assert again.to_bytes() == blob
+    again = S.from_bytes(blob)
+    assert S.to_bytes(again) == blob
     tally("device trees grown to the limit, saved and loaded", 1)
 
 
