@@ -10,70 +10,22 @@ needs a second kernel build for QEMU's platform).
 from __future__ import annotations
 
 import os
-import select
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 from benchmarks.guest_run import process_env, timed_run
+from benchmarks.pty_proc import PtyProcess
 from molpy.machine import MachineConfig
 
 F12 = b"\x1b[24~"
-TIMEOUT = 120.0
 
 
-class _Run:
-    """One ``molpy run`` on a pty, read until a marker."""
+class _Run(PtyProcess):
+    """One ``molpy run`` on a pty."""
 
     def __init__(self, args: list[str], env: dict, cwd: str) -> None:
-        self.master, slave = os.openpty()
-        self.start = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "molpy", "run", *args], stdin=slave, stdout=slave,
-                                     stderr=slave, env=env, cwd=cwd, start_new_session=True)
-        os.close(slave)
-        self.output = b""
-
-    def until(self, *markers: bytes, pos: int = 0) -> float:
-        """Seconds since the start when every marker was seen, in order (from ``pos`` on)."""
-        deadline = time.monotonic() + TIMEOUT
-        for marker in markers:
-            while (found := self.output.find(marker, pos)) < 0:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
-                    raise RuntimeError(f"molpy run: {marker!r} not seen; output: {self.output[-400:]!r}")
-                if select.select([self.master], [], [], min(left, 1.0))[0]:
-                    try:
-                        self.output += os.read(self.master, 65536)
-                    except OSError:                   # the process is gone
-                        pass
-            pos = found + len(marker)
-        return time.perf_counter() - self.start
-
-    def command(self, line: bytes) -> float:
-        """Seconds from typing ``line`` to the shell's next prompt."""
-        pos = len(self.output)
-        t = time.perf_counter()
-        os.write(self.master, line + b"\n")
-        self.until(line, b"\n", b"# ", pos=pos)
-        return time.perf_counter() - t
-
-    def finish(self, keys: bytes) -> int:
-        os.write(self.master, keys)
-        try:
-            while self.proc.poll() is None:
-                if select.select([self.master], [], [], 1.0)[0]:
-                    try:
-                        self.output += os.read(self.master, 65536)
-                    except OSError:
-                        break
-            return self.proc.wait(TIMEOUT)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            os.close(self.master)
+        super().__init__([sys.executable, "-m", "molpy", "run", *args], env, cwd, "molpy run")
 
 
 def _fresh(rc: str, env: dict, tmp: str) -> float:

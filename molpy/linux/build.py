@@ -141,8 +141,10 @@ def _prepare_tree(work: Path, tarball: str, series: list[Path], say, log) -> Pat
             state = None
     if state is None or state.get("tarball") != tarball_id(tarball):
         say(f"extracting {tarball} (about a minute)")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        for stale in (tree, applied_dir):      # not the whole folder: the open build.log is in it
+            shutil.rmtree(stale, ignore_errors=True)
+        stamp.unlink(missing_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tarball) as t:
             t.extractall(work, filter="tar") if hasattr(tarfile, "data_filter") else t.extractall(work)
         if not tree.is_dir():
