@@ -31,8 +31,10 @@ class Blocked(RuntimeError):
 
 
 def command(work: str, vmlinux: str, initrd: str, extra: list[str] = ()) -> list[str]:
-    """The qemu-system-ppc command line (the same for the boot and the -loadvm)."""
-    return [QEMU, "-M", "mac99", "-m", str(RAM_MIB), "-nographic", "-kernel", vmlinux, "-initrd", initrd,
+    """The qemu-system-ppc command line (the same for the boot and the -loadvm). ``-vga none``:
+    mac99's default VGA wants a VGA BIOS ROM that Debian's qemu-system-ppc does not carry
+    (without it: 'failed to find romfile "vgabios-stdvga.bin"', exit 1)."""
+    return [QEMU, "-M", "mac99", "-m", str(RAM_MIB), "-nographic", "-vga", "none", "-kernel", vmlinux, "-initrd", initrd,
             "-append", BOOT_ARGS,
             "-drive", f"file={os.path.join(work, 'snap.qcow2')},if=none,id=snap,format=qcow2",
             "-qmp", f"unix:{os.path.join(work, 'qmp.sock')},server=on,wait=off", *extra]
