@@ -4,6 +4,11 @@ The cache key covers the source tarball (name, size, mtime), every patch, the co
 fragment and this builder's format, so a cached vmlinux is reused until one of them
 changes. One work tree is kept: a new patch series is applied after the old one is
 reversed, so a rebuild recompiles only what changed.
+
+A variant (``VARIANTS``: the QEMU mac99 kernel the benchmarks compare against) is the
+same sources with one more fragment applied after molpy.config; it has its own cache key
+(the default kernel's key is unchanged) and its own work tree, so building one never
+recompiles the other.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ TREE_NAME = "linux-source-6.1"
 CROSS = "powerpc-linux-gnu-"
 FORMAT = "1"
 HOW_TO_GET = "run 'molpy linux build' (about 8 minutes with -j2, once)"
+VARIANTS = {"qemu-mac99": "qemu-mac99.config"}    # name -> extra fragment in guest/linux
 CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(y|n|m|\d+|0x[0-9a-fA-F]+|\".*\")$")
 
 
@@ -53,9 +59,25 @@ def patches(src: Path | None = None) -> list[Path]:
     return sorted(src.glob("[0-9][0-9][0-9][0-9]-*.patch"))
 
 
-def config_fragment(src: Path | None = None) -> list[tuple[str, str]]:
-    """(NAME, value) pairs of molpy.config; a malformed line is an error naming it."""
-    path = (src or source_dir()) / "molpy.config"
+def _variant_file(variant: str | None) -> str | None:
+    if variant is None:
+        return None
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise BuildError(f"unknown kernel variant {variant!r} (known: {', '.join(sorted(VARIANTS))})") from None
+
+
+def fragments(src: Path | None = None, variant: str | None = None) -> list[Path]:
+    """The config fragments applied in order: molpy.config, then the variant's."""
+    src = src or source_dir()
+    extra = _variant_file(variant)
+    return [src / "molpy.config"] + ([src / extra] if extra else [])
+
+
+def config_fragment(src: Path | None = None, name: str = "molpy.config") -> list[tuple[str, str]]:
+    """(NAME, value) pairs of one fragment; a malformed line is an error naming it."""
+    path = (src or source_dir()) / name
     items = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -76,19 +98,23 @@ def tarball_id(tarball: str) -> str:
     return f"{os.path.basename(tarball)}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def build_key(tarball: str = TARBALL, src: Path | None = None) -> str:
-    """Names one kernel: source, patches, config fragment, builder format."""
+def build_key(tarball: str = TARBALL, src: Path | None = None, variant: str | None = None) -> str:
+    """Names one kernel: source, patches, config fragment(s), builder format. A variant
+    only adds its name and fragment, so the default kernel's key never depends on it."""
     src = src or source_dir()
     h = hashlib.sha256(f"{FORMAT}\0{tarball_id(tarball)}\0".encode())
     for p in patches(src) + [src / "molpy.config"]:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    extra = _variant_file(variant)
+    if extra:
+        h.update(b"variant\0" + variant.encode() + b"\0" + (src / extra).read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def cached_vmlinux(tarball: str = TARBALL) -> Path | None:
-    """The vmlinux for the current sources when it was built, else None."""
+def cached_vmlinux(tarball: str = TARBALL, variant: str | None = None) -> Path | None:
+    """The vmlinux for the current sources (and variant) when it was built, else None."""
     try:
-        path = cache_root() / build_key(tarball) / "vmlinux"
+        path = cache_root() / build_key(tarball, variant=variant) / "vmlinux"
     except (BuildError, OSError):
         return None
     return path if path.is_file() else None
@@ -115,8 +141,10 @@ def _prepare_tree(work: Path, tarball: str, series: list[Path], say, log) -> Pat
             state = None
     if state is None or state.get("tarball") != tarball_id(tarball):
         say(f"extracting {tarball} (about a minute)")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        for stale in (tree, applied_dir):      # not the whole folder: the open build.log is in it
+            shutil.rmtree(stale, ignore_errors=True)
+        stamp.unlink(missing_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tarball) as t:
             t.extractall(work, filter="tar") if hasattr(tarfile, "data_filter") else t.extractall(work)
         if not tree.is_dir():
@@ -174,29 +202,31 @@ def _configure(tree: Path, fragment: list[tuple[str, str]], make: list[str], log
 
 
 def build(say: Callable[[str], None], *, tarball: str = TARBALL, jobs: int = 2,
-          force: bool = False) -> Path:
-    """Build (or find in the cache) molpy's vmlinux; returns its path."""
+          force: bool = False, variant: str | None = None) -> Path:
+    """Build (or find in the cache) molpy's vmlinux, or a variant's; returns its path."""
     src = source_dir()
-    if not (src / "molpy.config").is_file():
-        raise BuildError(f"{src}: no molpy.config (this molpy carries no kernel sources: install it from its source tree)")
+    for f in fragments(src, variant):
+        if not f.is_file():
+            raise BuildError(f"{src}: no {f.name} (this molpy carries no kernel sources: install it from its source tree)")
     for tool in (CROSS + "gcc", "make", "patch", "flex", "bison", "bc"):
         if shutil.which(tool) is None:
             raise BuildError(f"{tool} not found (needs gcc-powerpc-linux-gnu, make, patch, flex, bison, bc)")
-    key = build_key(tarball, src)
+    key = build_key(tarball, src, variant)
     out = cache_root() / key
     vmlinux = out / "vmlinux"
     if vmlinux.is_file() and not force:
         say(f"cached: {vmlinux}")
         return vmlinux
     series = patches(src)
-    fragment = config_fragment(src)
-    work = cache_root() / "work"
+    fragment = list(dict(item for f in fragments(src, variant)     # a later fragment's value wins
+                         for item in config_fragment(src, f.name)).items())
+    work = cache_root() / ("work" if variant is None else f"work-{variant}")
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "build.log"
     make = ["make", "ARCH=powerpc", f"CROSS_COMPILE={CROSS}", f"-j{jobs}"]
     with open(log_path, "w") as log:
         tree = _prepare_tree(work, tarball, series, say, log)
-        say("configuring (allnoconfig + molpy.config)")
+        say("configuring (allnoconfig + " + " + ".join(f.name for f in fragments(src, variant)) + ")")
         _configure(tree, fragment, make, log)
         say(f"compiling with -j{jobs} (a first build takes about 8 minutes; log: {log_path})")
         log.write(f"$ {' '.join(make + ['vmlinux'])}\n")

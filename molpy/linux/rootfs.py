@@ -2,12 +2,15 @@
 
 The init (guest/linux/userland/init.c) is compiled here with the cross gcc against
 Debian's cross glibc (static), so no third-party binary is kept in the tree; the disk
-is made by e2fsprogs' ``mke2fs -d`` from a staging folder.
+is made by e2fsprogs' ``mke2fs -d`` from a staging folder. ``make_initramfs`` puts the
+same init, as /init, in a newc cpio archive (the QEMU benchmark's root, -initrd), written
+here so that no cpio tool is needed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import shutil
 import subprocess
 import tempfile
@@ -49,3 +52,30 @@ def make_disk(path: str, size_mib: int = 16) -> None:
             except OSError:
                 pass
             raise BuildError(f"mke2fs failed: {r.stderr.strip()}")
+
+
+def _newc(out, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), ino: int = 0) -> None:
+    """One entry of a "newc" (SVR4, no checksum) cpio archive: the format the kernel's
+    initramfs unpacker reads; every number is 8 hex digits, name and data 4-byte aligned."""
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+    head = b"070701" + b"".join(b"%08X" % v for v in fields) + name.encode() + b"\0"
+    out.write(head + b"\0" * (-len(head) % 4))
+    out.write(data + b"\0" * (-len(data) % 4))
+
+
+def make_initramfs(path: str) -> None:
+    """A cpio initramfs at ``path`` with molpy's shell as /init (refused when it exists)."""
+    if os.path.exists(path):
+        raise BuildError(f"{path}: exists; molpy does not overwrite it")
+    with tempfile.TemporaryDirectory(prefix="molpy-initramfs-") as tmp:
+        init = Path(tmp) / "init"
+        build_init(init)
+        entries = [("dev", stat.S_IFDIR | 0o755, b"", (0, 0)),
+                   ("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)),
+                   ("proc", stat.S_IFDIR | 0o755, b"", (0, 0)),
+                   ("tmp", stat.S_IFDIR | 0o1777, b"", (0, 0)),
+                   ("init", stat.S_IFREG | 0o755, init.read_bytes(), (0, 0))]
+        with open(path, "xb") as out:
+            for ino, (name, mode, data, rdev) in enumerate(entries, 1):
+                _newc(out, name, mode, data, rdev, ino)
+            _newc(out, "TRAILER!!!", 0)
