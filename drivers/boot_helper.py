@@ -9,8 +9,6 @@ string conversions, 0 for the resource lookup, which the firmware uses as a poin
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..emulation.memory import GuestAccessError
 from .device import Device, DeviceContext
 from .resources import str_res
@@ -21,7 +19,6 @@ OP_UNICODE_TO_ASCII = 33
 OP_GET_STR_RES = 34
 OP_RAM_SIZE = 35
 MAX_KEY = 4096          # a resource name longer than this is not looked up
-_ONE = np.uint16(1)
 UNITS_STEP = 1 << 22    # op 33 takes this many 16-bit units (8 MiB) between checks for a stop
 
 
@@ -107,6 +104,8 @@ class BootHelper(Device):
         taken in bulk, a step at a time, so that a huge count costs one pass over RAM at
         memory speed and Ctrl-C or SIGTERM is seen within one step.
         """
+        import numpy as np      # here, not at import: a resume never needs numpy (~0.1 s)
+
         mem = self.memory
         if not self._in_ram(dest, 1) or not self._in_ram(src, 1):
             return -1
@@ -126,7 +125,7 @@ class BootHelper(Device):
                 return -1                       # molpy is stopping: the guest never sees this
             n = min(UNITS_STEP, units - consumed, available - consumed)
             unit = ram[src + 2 * consumed:src + 2 * (consumed + n)].view(">u2")
-            chars = unit[(unit - _ONE) < 255][:want - have]      # 1..255 (0 wraps to 65535)
+            chars = unit[(unit - np.uint16(1)) < 255][:want - have]      # 1..255 (0 wraps to 65535)
             consumed += n
             if chars.size:
                 parts.append(chars.astype(np.uint8))

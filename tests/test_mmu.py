@@ -150,3 +150,41 @@ def test_instruction_translation_matches_unicorn(case):
         # the pattern word is its own address: an illegal instruction (program, 96) for
         # addresses below 0x04000000, which all of RAM is; what matters is where it ran
         assert word == t.phys and outcome == "exception" and value == 96, (t, outcome, value)
+
+
+_env_cpu = Cpu()
+_env_cpu.uc.mem_map(0, 1 << 20)
+_env = None
+_word = st.integers(0, 0xFFFFFFFF)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["same", "SR", "SDR1", "IBATU", "IBATL", "DBATU", "DBATL", "MSR"]),
+                          st.integers(0, 15), _word), min_size=1, max_size=12))
+def test_mmu_state_from_the_context_image_is_the_cpus_after_every_change(changes):
+    """CpuEnv.mmu_state reads SR0-15, SDR1 and the BATs from the context image and gives its
+    last answer again while they are unchanged (sites.py asks once per translated block):
+    after every change of any one of them, through the engine, it is what the register
+    API reads, never a stale answer."""
+    global _env
+    from molpy.cpuenv import CpuEnv
+
+    if _env is None:
+        _env = CpuEnv(_env_cpu)
+    state = _env_cpu.get_state()
+    msr = 0x30
+    for what, i, value in changes:
+        if what == "SR":
+            state.sr[i] = value & 0x7FFFFFFF
+        elif what == "SDR1":
+            state.spr["SDR1"] = value & 0xFFFF01FF
+        elif what == "MSR":
+            msr = value & 0xFF30
+        elif what != "same":
+            side, half = what[:4], what[4]
+            state.spr[f"{side}{i % 4}{half}"] = value & (0xFFFE1FFF if half == "U" else 0xFFFE007B)
+        _env_cpu.set_state(state)
+        want = MmuState.from_cpu_state(_env_cpu.get_state())
+        got = _env.load().mmu_state(msr)
+        assert (got.sdr1, got.sr, got.ibat, got.dbat) == (want.sdr1, want.sr, want.ibat, want.dbat)
+        assert got.msr == msr
