@@ -227,3 +227,26 @@ def test_cow_commit_keeps_a_runs_writes_in_a_clean_filesystem(linux, cli):
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     got = subprocess.run(["debugfs", "-R", "cat /kept.txt", str(disk)], capture_output=True, text=True)
     assert got.stdout == "committed\n"
+
+
+def test_the_shell_boots_from_an_initramfs(tmp_path):
+    """`initrd:` with molpy's own initramfs (rootfs.make_initramfs, the QEMU benchmark's
+    userland): no disk at all, the kernel runs /init from it, exit's status comes back."""
+    from molpy.linux.rootfs import make_initramfs
+
+    cpio = tmp_path / "initramfs.cpio"
+    make_initramfs(str(cpio))
+    with pytest.raises(Exception, match="exists"):
+        make_initramfs(str(cpio))                   # never written over
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 64\nkernel: linux\ninitrd: {cpio}\nsession_file: {tmp_path / 'session'}\n")
+    pty = Pty("run", "-f", str(rc), "--fresh", cwd=tmp_path)
+    try:
+        pty.read_until(b"Run /init as init process", 60)
+        pty.read_until(b"# ", 60)
+        shell(pty, "ls /", b"init")
+        shell(pty, "cat /proc/cpuinfo", b"platform\t: molpy")
+        pty.send(b"exit 3\n")
+        assert pty.wait(30) == 3
+    finally:
+        pty.close()

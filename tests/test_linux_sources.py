@@ -38,3 +38,27 @@ def test_the_package_carries_the_kernel_sources(tmp_path):
                                   and p.suffix in (".patch", ".config", ".c"))
     for name in got["files"]:
         assert (lib / "molpy" / "linux" / "source" / name).read_bytes() == (tree / name).read_bytes()
+
+
+def test_a_variant_has_its_own_key_and_leaves_the_default_kernels_alone(tmp_path):
+    """The QEMU mac99 variant (benchmarks) is keyed by its own fragment too; editing that
+    fragment changes its key and never the default kernel's, so the tests' kernel is not
+    rebuilt for a benchmark's sake. An unknown variant is refused in one line."""
+    import shutil
+
+    import pytest
+
+    from molpy.linux import build
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "guest" / "linux", src)
+    tarball = str(tmp_path / "linux-source.tar.xz")
+    Path(tarball).write_bytes(b"not a real tarball; the key reads only its name, size and date")
+    (name, fragment), = build.VARIANTS.items()
+    default, variant = build.build_key(tarball, src), build.build_key(tarball, src, name)
+    assert default != variant
+    (src / fragment).write_text((src / fragment).read_text() + "CONFIG_PRINTK_TIME=y\n")
+    assert build.build_key(tarball, src) == default
+    assert build.build_key(tarball, src, name) not in (variant, default)
+    with pytest.raises(build.BuildError, match="unknown kernel variant 'nope'"):
+        build.build_key(tarball, src, "nope")
