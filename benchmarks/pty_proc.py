@@ -61,10 +61,14 @@ class PtyProcess:
         """Send ``keys`` (e.g. the shell's exit), read to the end; the exit status."""
         if keys:
             self.send(keys)
+        deadline = time.monotonic() + TIMEOUT
         try:
-            while self.proc.poll() is None and self._read(1.0):
-                pass
-            return self.proc.wait(TIMEOUT)
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                self._read(1.0)
+            if self.proc.poll() is None:      # (found: a guest that never powered off hung the run)
+                raise RuntimeError(f"{self.what}: still running {TIMEOUT:.0f} s after {keys!r}; "
+                                   f"output: {self.output[-600:]!r}")
+            return self.proc.returncode
         finally:
             self.kill()
 
