@@ -232,11 +232,12 @@ def test_cow_commit_keeps_a_runs_writes_in_a_clean_filesystem(linux, cli):
 def test_the_shell_boots_from_an_initramfs(tmp_path):
     """`initrd:` with molpy's own initramfs (rootfs.make_initramfs, the QEMU benchmark's
     userland): no disk at all, the kernel runs /init from it, exit's status comes back."""
+    from molpy.linux.build import BuildError
     from molpy.linux.rootfs import make_initramfs
 
     cpio = tmp_path / "initramfs.cpio"
     make_initramfs(str(cpio))
-    with pytest.raises(Exception, match="exists"):
+    with pytest.raises(BuildError, match="exists; molpy does not overwrite it"):
         make_initramfs(str(cpio))                   # never written over
     rc = tmp_path / "molrc"
     rc.write_text(f"ram_size: 64\nkernel: linux\ninitrd: {cpio}\nsession_file: {tmp_path / 'session'}\n")
