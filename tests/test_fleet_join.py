@@ -62,7 +62,10 @@ def head():
     for option, value in ports.items():
         args += [option, str(value)]
     log = open(folder / "head.log", "wb")
-    p = subprocess.Popen(args, cwd=cwd, env=ray_env(token), stdin=subprocess.DEVNULL, stdout=log,
+    # Ray Client's proxy gives the server it starts for each client 30 s to answer; a loaded
+    # 2-core host took longer once ("Initialization failure from server"): give it DEADLINE.
+    env = dict(ray_env(token), RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S=str(DEADLINE))
+    p = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True)
     try:
         address_file = folder / "ray" / "ray_current_cluster"      # written once the head is up
