@@ -4,8 +4,9 @@ what the guest must print for each, the one-by-one check of results, waiting on 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
+
+import waits
 
 from molpy.config import load_config
 from molpy.console import BufferConsole
@@ -69,10 +70,8 @@ def check(results: list[dict], expect: dict) -> None:
 
 
 def wait_for(condition, what: str, seconds: float = DEADLINE) -> None:
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    """waits.wait_for with the fleet's longer DEADLINE (Ray starts slowly on a loaded host)."""
+    waits.wait_for(condition, what, seconds)
 
 
 class AccessWatch:
