@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from molpy.emulation.session import BulkRef, SessionError
@@ -23,6 +24,19 @@ from .disks import readonly_without_cow
 log = logging.getLogger("molpy.osi_blk")
 
 BULK_KIND = "COWD"       # a layered unit's changes (a -cow overlay's); instance = unit number
+
+
+@dataclass
+class BlkFit:
+    """Saved osi_blk state found to fit this config's disks (phase one), what phase two
+    builds the device from: the checked ring, the markers, each saved overlay's reader
+    (unit -> read, length, crc), the identity of each disk as checked, the notes."""
+
+    ring: RingState
+    disks: list[DiskMarker]
+    overlays: dict[int, tuple[Any, int, int | None]]
+    identities: list[Identity]
+    notes: list[str]
 
 
 class DiskSessions:
@@ -68,7 +82,7 @@ class DiskSessions:
         ring = self.ring.as_dict()
 
         def encode() -> bytes:
-            return BlkState(ring, disks).encode()
+            return BlkState(ring, disks, self.version).encode()
 
         def finish() -> bytes:
             try:
@@ -123,21 +137,21 @@ class DiskSessions:
         self.keep_digests = not problems        # (what a look that refuses read is forgotten)
         return problems
 
-    def check_fit(self, data: bytes, version: int) -> None:
-        self._fit(data, version)
+    @classmethod
+    def read_state(cls, data: bytes, version: int) -> BlkState:
+        return parse_state(data, version)
 
-    def _fit(self, data: bytes, version: int) -> tuple[RingState, list[DiskMarker], dict[int, tuple[Any, int, int | None]]]:
+    def check_fit(self, record: BlkState) -> BlkFit:
         """The saved ring and markers checked against these disks, and where each saved
         overlay's contents lie. Digests read for the check are kept (cached at close)
         only when the state fits: a refused resume leaves the data folder as it was."""
         self.notes = []
         self.keep_digests = False
-        state = parse_state(data, version)
-        disks, inline = state.disks, state.inline
-        problems = self._disk_problems(disks, version)
+        disks, inline = record.disks, record.inline
+        problems = self._disk_problems(disks, record.version)
         if problems:
             raise StateMismatch(problems[0])
-        loaded = RingState.from_dict(state.ring, self.ctx.memory.size, [u.backend.size for u in self.units])
+        ring = RingState.from_dict(record.ring, self.ctx.memory.size, [u.backend.size for u in self.units])
         overlays: dict[int, tuple[Any, int, int | None]] = {}
         for m in disks:
             if not m.overlay:
@@ -151,16 +165,22 @@ class DiskSessions:
                 raise StateError(f"disk {m.path}: the session holds no overlay contents for it")
             overlays[m.unit] = (_reader_of_file(ref.fd, ref.offset, ref.length), ref.length, ref.crc)
         self.keep_digests = True
-        return loaded, disks, overlays
+        return BlkFit(ring, disks, overlays, [u.backend.identity() for u in self.units], list(self.notes))
 
-    def load_state(self, data: bytes, version: int) -> None:
-        loaded, disks, overlays = self._fit(data, version)
+    def adopt(self, fit: BlkFit) -> None:
+        """Take the state a stand-in found to fit (OsiBlk.restore): the disks opened now
+        must be the ones it checked, or another program swapped one in between."""
+        for u, checked in zip(self.units, fit.identities):
+            changes = checked.changes(u.backend.identity())
+            if changes:
+                raise StateMismatch(f"disk {checked.path} changed while the session was resumed: "
+                                    f"{'; '.join(changes)}; resume again, or start with --fresh")
+        self.notes = fit.notes
         for note in self.notes:
             log.info("%s", note)
-        self._save_digests()
-        self._loaded_ring = loaded
-        self._loaded_overlays = overlays
-        for m, u in zip(disks, self.units):
+        self._loaded_ring = fit.ring
+        self._loaded_overlays = fit.overlays
+        for m, u in zip(fit.disks, self.units):
             u.dirty = True
             if m.boot is not None:          # where the firmware's BLESS_DISK left the hint
                 u.boot_flags = INFO_BOOT_HINT if m.boot else 0

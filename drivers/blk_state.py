@@ -114,10 +114,12 @@ class DiskMarker:
 @dataclass
 class BlkState:
     """What a session holds for osi_blk: the ring (checked once the machine's RAM and
-    disks are known), the markers, and version 1's inline overlay contents by unit."""
+    disks are known), the markers, the state version they were read from, and version
+    1's inline overlay contents by unit."""
 
     ring: dict
     disks: list[DiskMarker]
+    version: int
     inline: dict[int, bytes] | None = None
 
     def encode(self) -> bytes:
@@ -142,7 +144,7 @@ def parse_state(data: bytes, version: int) -> BlkState:
         raise StateError(f"osi_blk state: disks is not a list of at most {MAX_DISKS} markers")
     disks = [DiskMarker.from_doc(m, i, version) for i, m in enumerate(doc["disks"])]
     if inline is None:
-        return BlkState(doc["ring"], disks)
+        return BlkState(doc["ring"], disks, version)
     pos = _LEGACY_HEAD.size + n
     for m in disks:
         size, m.overlay = m.overlay, m.overlay is not None
@@ -154,4 +156,4 @@ def parse_state(data: bytes, version: int) -> BlkState:
         pos += size
     if pos != len(data):
         raise StateError("osi_blk state has trailing bytes")
-    return BlkState(doc["ring"], disks, inline)
+    return BlkState(doc["ring"], disks, version, inline)

@@ -18,7 +18,7 @@ class Unit:
     spec: DiskSpec
     backend: BlockBackend
     flags: int
-    dirty: bool = False            # written since the last load_state/reset (cow reset)
+    dirty: bool = False            # written since the last restore/reset (cow reset)
     boot_flags: int = 0            # the flags as configured (BLESS_DISK moves the boot hint)
     digests: DiskDigests | None = None   # of the disk under every layer, made on first use
     watch: DiskDigests | None = None     # the same, when this unit's writes reach that disk

@@ -7,6 +7,7 @@ IRQ_ACK 0 (molpy raises no TTY interrupt).
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from .device import Device, DeviceContext, StateError
 
@@ -22,6 +23,15 @@ TTY_LINE_MAX = 1024       # the end of the guest's current terminal line, redraw
 KEYS_MAX = 1 << 20        # keys typed but not read, kept in a session
 
 
+class ConsoleState(NamedTuple):
+    """A CONS chunk as a record: keys typed but not read, the partial log line, the
+    guest's current terminal line (version 2; version 1 had none)."""
+
+    keys: bytes
+    log_line: bytes
+    tty_line: bytes
+
+
 class ConsoleDevice(Device):
     """Characters to the front-end; keys from its queue; log lines to the molpy.guest logger."""
 
@@ -29,10 +39,16 @@ class ConsoleDevice(Device):
     version = 2          # 2: keys, log line, tty line, each with a u32 length; 1: no tty line
     min_version = 1
 
-    def __init__(self, ctx: DeviceContext) -> None:
+    def __init__(self, ctx: DeviceContext, saved: ConsoleState | None = None) -> None:
         self.ctx = ctx
         self._line = bytearray()
         self.tty_line = bytearray()    # what the guest printed since its last newline
+        self._saved = saved
+        if saved is not None:          # keys saved unread come first; keys typed since follow
+            frontend = ctx.frontend
+            frontend.restore_input(saved.keys + frontend.pending_input())
+            self._line = bytearray(saved.log_line)
+            self.tty_line = bytearray(saved.tty_line)
 
     def attach(self, ctx: DeviceContext) -> None:
         ctx.osi.register(OSI_TTY_PUTC, self.tty_putc, 1, "console")
@@ -73,8 +89,12 @@ class ConsoleDevice(Device):
                         for part in (keys, bytes(self._line), bytes(self.tty_line)))
 
     @classmethod
-    def check_state(cls, data: bytes, version: int) -> None:
-        parse_state(data, version)
+    def read_state(cls, data: bytes, version: int) -> ConsoleState:
+        return parse_state(data, version)
+
+    @classmethod
+    def restore(cls, ctx: DeviceContext, record: ConsoleState) -> "ConsoleDevice":
+        return cls(ctx, record)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
@@ -84,15 +104,6 @@ class ConsoleDevice(Device):
             return f"(damaged: {e})"
         return f"{len(keys)} keys waiting" + (f"; the guest's line: {tty_line[-40:]!r}" if tty_line else "")
 
-    def load_state(self, data: bytes, version: int) -> None:
-        """Keys saved unread come first; keys typed since (before the resume) follow."""
-        keys, log_line, tty_line = parse_state(data, version)
-        self._saved = (keys, log_line, tty_line)
-        frontend = self.ctx.frontend
-        frontend.restore_input(keys + frontend.pending_input())
-        self._line = bytearray(log_line)
-        self.tty_line = bytearray(tty_line)
-
     def redraw(self) -> None:
         """After a resume: the guest's current line again (its prompt), where the user types."""
         if self.tty_line:
@@ -100,10 +111,10 @@ class ConsoleDevice(Device):
 
     def reset(self) -> None:
         """Exactly the saved keys and log line: input fed before reset() is dropped."""
-        if hasattr(self, "_saved"):
-            self.ctx.frontend.restore_input(self._saved[0])
-            self._line = bytearray(self._saved[1])
-            self.tty_line = bytearray(self._saved[2])
+        if self._saved is not None:
+            self.ctx.frontend.restore_input(self._saved.keys)
+            self._line = bytearray(self._saved.log_line)
+            self.tty_line = bytearray(self._saved.tty_line)
 
     def close(self) -> None:
         if self._line:
@@ -111,8 +122,8 @@ class ConsoleDevice(Device):
             self._line.clear()
 
 
-def parse_state(data: bytes, version: int) -> tuple[bytes, bytes, bytes]:
-    """(keys, log line, tty line) from a CONS chunk, every length checked.
+def parse_state(data: bytes, version: int) -> ConsoleState:
+    """The record of a CONS chunk, every length checked.
 
     Version 2: three parts, each a u32 length and its bytes. Version 1 (no tty line): a u32
     key count, the keys, then the log line.
@@ -129,13 +140,13 @@ def parse_state(data: bytes, version: int) -> tuple[bytes, bytes, bytes]:
             pos += 4 + n
         if pos != len(data):
             raise StateError("console state has bytes after its end")
-        return parts[0], parts[1], parts[2]
+        return ConsoleState(parts[0], parts[1], parts[2])
     if len(data) < 4:
         raise StateError("console state is truncated")
     n = int.from_bytes(data[:4], "big")
     if n > KEYS_MAX or len(data) < 4 + n or len(data) - 4 - n > LOG_LINE_MAX:
         raise StateError("console state is truncated or has a bad length")
-    return bytes(data[4:4 + n]), bytes(data[4 + n:]), b""
+    return ConsoleState(bytes(data[4:4 + n]), bytes(data[4 + n:]), b"")
 
 
 def create(ctx: DeviceContext) -> ConsoleDevice:

@@ -1,19 +1,23 @@
 """The one interface between devices, the machine and the session layer.
 
-A device is one module in ``molpy.drivers`` that defines ``create(ctx)``
-returning a Device, a list of them, or None, listed in drivers/registry.py (the one
-list of a machine's devices, ordered by meaning). A device sees the machine only
+A device is one module in ``molpy.drivers`` that defines one Device class and
+``create(ctx)`` returning it (or None when the config has no such device), listed in
+drivers/registry.py (the one list of a machine's devices, ordered by meaning). A device sees the machine only
 through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
 takes part in sessions through a few small methods; the session layer stores what
 ``save_state`` returns as an opaque chunk tagged with the device's four-letter
 ``kind``, its ``instance`` id and its state ``version`` (MOL's session.c model,
 QEMU's versioning rule).
+
+A resume has two phases (molpy/restore.py): ``read_state`` turns each chunk into the
+device's typed record and ``check_fit`` checks it on a stand-in that opens nothing for
+writing; then ``restore(ctx, record)`` constructs the device in its saved state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from molpy.files import data_dir
 from molpy.emulation.state import StateError
@@ -76,7 +80,7 @@ class Device:
     """Base class: a device with no state and no selectors.
 
     State versions follow QEMU's rule: ``save_state`` writes ``version``; a session's
-    chunk records the version it was written with, and ``load_state`` gets it; a device
+    chunk records the version it was written with, and ``read_state`` gets it; a device
     loads every version from ``min_version`` to ``version`` (the session layer refuses
     others before the device sees them, naming the device and both versions).
     """
@@ -104,34 +108,44 @@ class Device:
         return []
 
     def restore_bulk(self, refs: dict[tuple[str, int], "BulkRef"]) -> None:
-        """Where this device's bulk chunks lie in the session file (called before
-        ``load_state``; the file stays open while the machine lives)."""
+        """Where this device's bulk chunks lie in the session file (called on a stand-in
+        before ``check_fit``; the file stays open while the machine lives)."""
 
-    def load_state(self, data: bytes, version: int) -> None:
-        """Rebuild the device's state from ``save_state``'s bytes of ``version`` (resume).
+    @classmethod
+    def read_state(cls, data: bytes, version: int) -> Any:
+        """Phase one of a resume: ``save_state``'s bytes of ``version`` as this device's
+        typed state record, checked as far as no machine is needed.
 
         The bytes come from a file that may have been crafted: check every field and
-        raise StateError naming it (or StateMismatch when the host no longer fits) rather
-        than use a value out of range. Any other exception is a molpy bug, reported as one.
+        raise StateError naming it rather than keep a value out of range. Any other
+        exception is a molpy bug, reported as one.
         """
-        self.check_state(data, version)
-
-    def check_fit(self, data: bytes, version: int) -> None:
-        """Raise when ``load_state(data, version)`` could not work, changing nothing and
-        writing no file: StateError when the saved state is damaged, StateMismatch when
-        the host no longer fits it. A resume asks this of stand-ins made from the config
-        (disks opened read-only, attached to nothing) before any real device exists."""
-        self.check_state(data, version)
+        if data:
+            raise StateError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
+        return None
 
     @classmethod
     def check_state(cls, data: bytes, version: int) -> None:
-        """Raise StateError naming the field when saved state cannot be loaded (checks
-        that need no machine; a device with state overrides this)."""
-        if data:
-            raise StateError(f"{cls.kind} has no state, but the session holds {len(data)} bytes for it")
+        """Raise StateError naming the field when saved state cannot be loaded."""
+        cls.read_state(data, version)
+
+    def check_fit(self, record: Any) -> Any:
+        """Phase one, on a stand-in made from the config (disks opened read-only, attached
+        to nothing): raise when the record could not be restored on this host, changing
+        nothing and writing no file (StateError when the saved state is damaged,
+        StateMismatch when the host no longer fits it). Returns what ``restore`` builds
+        the device from (the record, or the record with what the check found)."""
+        return record
+
+    @classmethod
+    def restore(cls, ctx: DeviceContext, record: Any) -> "Device":
+        """Phase two of a resume, a constructor: the device made from the config and the
+        record ``check_fit`` returned, in its saved state (and the state ``reset`` goes
+        back to). A device without state is made as on a fresh start."""
+        return cls(ctx)
 
     def verify_state(self, data: bytes, version: int, deep: bool = False) -> list[str]:
-        """Problems that would stop ``load_state(data, version)`` from working (``session verify``).
+        """Problems that would stop a resume from this state (``session verify``).
 
         ``deep`` asks for the expensive checks (full content digests of disks).
         """
@@ -147,7 +161,7 @@ class Device:
         return ""
 
     def reset(self) -> None:
-        """Go back to the state last loaded (Machine.reset)."""
+        """Go back to the state the device was restored to (Machine.reset)."""
 
     # -- optional capabilities (the defaults do nothing) --
 

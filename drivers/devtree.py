@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 from ..cpu import CPU_ALIASES, DEFAULT_CPU
 from ..emulation.memory import GuestAccessError
@@ -143,17 +144,17 @@ class DevTree(Device):
     version = 2          # 2: the binary saved form (oftree_state.STATE_MAGIC); 1: hex in JSON
     min_version = 1
 
-    def __init__(self, ctx: DeviceContext, tree: DeviceTree) -> None:
+    def __init__(self, ctx: DeviceContext, tree: DeviceTree | None, saved: "TreeState | None" = None) -> None:
         self.ctx = ctx
         self.memory = ctx.memory
-        self.tree: DeviceTree | None = tree
-        self._loaded: bytes | None = None       # the tree a session gave (b"": closed)
-        self._loaded_version = self.version
+        self.tree: DeviceTree | None = tree     # None: the guest closed it
+        self._saved = saved                     # the tree a session gave, for reset
         self._dirty = False
 
     def attach(self, ctx: DeviceContext) -> None:
         self.osi = ctx.osi
-        self._register()
+        if self.tree is not None:
+            self._register()
 
     def _register(self) -> None:
         if not self.osi.serves(OSI_PROM_IFACE):
@@ -308,31 +309,22 @@ class DevTree(Device):
         to fit a session chunk), or nothing once the guest closed it."""
         return b"" if self.tree is None else to_bytes(self.tree)
 
-    @staticmethod
-    def _parse_state(data: bytes, version: int) -> DeviceTree | None:
-        if not data:
-            return None
-        try:
-            return from_state(data, version)
-        except TreeError as e:
-            raise StateError(str(e)) from None
-
     @classmethod
-    def check_state(cls, data: bytes, version: int) -> None:
-        cls._parse_state(data, version)
+    def read_state(cls, data: bytes, version: int) -> "TreeState":
+        return TreeState(_parse_tree(data, version), bytes(data), version)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         try:
-            tree = cls._parse_state(data, version)
+            tree = _parse_tree(data, version)
         except ValueError as e:
             return f"(damaged: {e})"
         return "closed by the guest" if tree is None else f"{len(tree.allnext)} nodes"
 
-    def load_state(self, data: bytes, version: int) -> None:
-        self._set_tree(self._parse_state(data, version))
-        self._loaded = bytes(data)
-        self._loaded_version = version
+    @classmethod
+    def restore(cls, ctx: DeviceContext, record: "TreeState") -> "DevTree":
+        """The saved tree itself (the config's tree is not built on a resume)."""
+        return cls(ctx, record.tree, record)
 
     def _set_tree(self, tree: DeviceTree | None) -> None:
         self.tree = tree
@@ -345,8 +337,26 @@ class DevTree(Device):
 
     def reset(self) -> None:
         """Back to the loaded tree; rebuilt only when the guest changed it."""
-        if self._dirty and self._loaded is not None:
-            self._set_tree(self._parse_state(self._loaded, self._loaded_version))
+        if self._dirty and self._saved is not None:
+            self._set_tree(_parse_tree(self._saved.data, self._saved.version))
+
+
+class TreeState(NamedTuple):
+    """An OFTR chunk as a record: the saved tree (None: the guest had closed it) and the
+    chunk it came from (a reset parses it again only when the guest changed the tree)."""
+
+    tree: DeviceTree | None
+    data: bytes
+    version: int
+
+
+def _parse_tree(data: bytes, version: int) -> DeviceTree | None:
+    if not data:
+        return None
+    try:
+        return from_state(data, version)
+    except TreeError as e:
+        raise StateError(str(e)) from None
 
 
 def create(ctx: DeviceContext) -> DevTree | None:

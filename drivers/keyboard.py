@@ -66,12 +66,13 @@ def key_events(ch: int) -> list[int]:
 class Keyboard(Device):
     kind = "KEYB"
 
-    def __init__(self, ctx: DeviceContext) -> None:
+    def __init__(self, ctx: DeviceContext, saved: bytes | None = None) -> None:
         self.frontend = ctx.frontend
         self.queue: list[int] = []            # ADB events waiting
         self.active = False                   # keys go to this queue
         self.saved: bool | None = None        # the routing KBD_CNTRL 1 replaced
-        self._loaded = self.save_state()
+        self._loaded = self.save_state() if saved is None else saved
+        self.reset()
 
     def attach(self, ctx: DeviceContext) -> None:
         ctx.osi.register(OSI_KBD_CNTRL, self.cntrl, 1, "keyboard")
@@ -108,29 +109,31 @@ class Keyboard(Device):
         return bytes([int(self.active), saved, len(self.queue)]) + bytes(self.queue)
 
     @classmethod
-    def check_state(cls, data: bytes, version: int) -> None:
+    def read_state(cls, data: bytes, version: int) -> bytes:
+        """The checked chunk is the record: active, saved, queue length, the events."""
         if len(data) < 3 or data[0] > 1 or data[1] > 2:
             raise StateError("keyboard state is damaged")
         if len(data) != 3 + data[2] or data[2] >= RING_SLOTS:
             raise StateError("keyboard state has a bad queue length")
+        return bytes(data)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         try:
-            cls.check_state(data, version)
+            cls.read_state(data, version)
         except ValueError as e:
             return f"(damaged: {e})"
         return f"{data[2]} key events queued"
 
-    def load_state(self, data: bytes, version: int) -> None:
-        self.check_state(data, version)
+    @classmethod
+    def restore(cls, ctx: DeviceContext, record: bytes) -> "Keyboard":
+        return cls(ctx, record)
+
+    def reset(self) -> None:
+        data = self._loaded
         self.active = bool(data[0])
         self.saved = None if data[1] == 2 else bool(data[1])
         self.queue = list(data[3:])
-        self._loaded = bytes(data)
-
-    def reset(self) -> None:
-        self.load_state(self._loaded, self.version)
 
 
 def create(ctx: DeviceContext) -> Keyboard:

@@ -167,7 +167,7 @@ class Nvram(Device):
 
     kind = "NVRM"
 
-    def __init__(self, ctx: DeviceContext) -> None:
+    def __init__(self, ctx: DeviceContext, saved: bytes | None = None) -> None:
         config = ctx.config
         self.path = config.nvram
         self._protected = ctx.protected_files
@@ -193,6 +193,8 @@ class Nvram(Device):
                     self._on_disk = bytes(self.data)
                 except NvramError as e:         # MOL went on with a blank NVRAM too
                     log.warning("%s; the NVRAM starts blank", e)
+        if saved is not None:                      # a resume: the session's NVRAM, not the image's
+            self.data[:] = saved
         self._loaded = bytes(self.data)
 
     def attach(self, ctx: DeviceContext) -> None:
@@ -216,19 +218,18 @@ class Nvram(Device):
         return bytes(self.data)
 
     @classmethod
-    def check_state(cls, data: bytes, version: int) -> None:
+    def read_state(cls, data: bytes, version: int) -> bytes:
         if len(data) != NVRAM_SIZE:
             raise StateError(f"NVRAM state is {len(data)} bytes, not {NVRAM_SIZE}")
+        return bytes(data)
 
     @classmethod
     def describe(cls, data: bytes, version: int) -> str:
         return f"{len(data)} bytes, {NVRAM_SIZE - data.count(0)} of them non-zero"
 
-    def load_state(self, data: bytes, version: int) -> None:
-        self.check_state(data, version)
-        self.data[:] = data
-        self._loaded = bytes(data)
-        self._dirty = False
+    @classmethod
+    def restore(cls, ctx: DeviceContext, record: bytes) -> "Nvram":
+        return cls(ctx, record)
 
     def reset(self) -> None:
         if self._dirty:

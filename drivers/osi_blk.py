@@ -32,7 +32,7 @@ from .blk_abi import (INFO_BOOT_HINT, OSI_ABLK_BLESS_DISK, OSI_ABLK_CNTRL, OSI_A
                       OSI_ABLK_KICK, OSI_ABLK_RING_SETUP, OSI_ABLK_SYNC_READ, OSI_ABLK_SYNC_WRITE)
 from .blk_io import SyncIO
 from .blk_ring import RingEngine
-from .blk_sessions import DiskSessions
+from .blk_sessions import BlkFit, DiskSessions
 from .blk_state import RingState
 from .blk_units import Unit, open_units
 from .block import BlockError
@@ -65,6 +65,18 @@ class OsiBlk(SyncIO, RingEngine, DiskSessions, Device):
         self._computed: list[DiskDigests] = []   # digests of another region size, read by a check
         for u in units:
             u.boot_flags = u.flags & INFO_BOOT_HINT
+
+    @classmethod
+    def restore(cls, ctx: DeviceContext, fit: BlkFit) -> "OsiBlk":
+        """The config's units opened for real (overlays made, as on a fresh start) only
+        now that phase one found the saved state fits them, and put in that state."""
+        blk = create(ctx)
+        try:
+            blk.adopt(fit)
+        except BaseException:
+            blk.close()
+            raise
+        return blk
 
     # -- wiring --
 

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_PROT_ALL, UcError
 from unicorn import unicorn_const as UC
@@ -26,7 +26,7 @@ from .console import BufferConsole, Frontend
 from .cpu import SCRATCH_BASE, SCRATCH_SIZE, Cpu, CpuState, uclib
 from .cpuenv import CpuEnv
 from .drivers.device import DeviceContext
-from .drivers.registry import create_devices
+from .drivers.registry import create_devices, restore_devices
 from .emulation.memory import GuestMemory
 from .emulation.session import SessionError, SessionUsed, open_session
 from .emulation.session_write import write_session
@@ -34,7 +34,7 @@ from .emulation.state import StateError
 from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at
 from .osi import OsiDispatcher
-from .restore import check_fits, chunk_problems
+from .restore import check_fits
 from .sites import Sites
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
@@ -130,7 +130,8 @@ class Machine:
     """One guest machine. Build it, ``boot()`` it (or resume a session), then ``run()``."""
 
     def __init__(self, config: MachineConfig | None = None, frontend: Frontend | None = None,
-                 *, memory: GuestMemory | None = None) -> None:
+                 *, memory: GuestMemory | None = None,
+                 restored: dict[tuple[str, int], Any] | None = None) -> None:
         self.config = config or MachineConfig()
         self.frontend = frontend if frontend is not None else BufferConsole()
         self.cpu = Cpu(self.config.cpu)
@@ -157,7 +158,9 @@ class Machine:
             config=self.config, memory=self.memory, osi=self.osi, frontend=self.frontend,
             code_changed=self.cpu.code_changed, request_exit=self.request_exit,
             protected_files=self._protected_files, end_slice=self._end_slice)
-        self.devices = create_devices(self.device_context)
+        # restored: the device records phase one of a resume checked (Machine.from_session)
+        self.devices = create_devices(self.device_context) if restored is None \
+            else restore_devices(self.device_context, restored)
 
     def _protected_files(self) -> dict[tuple[int, int], str]:
         """The files this machine has open that nothing molpy writes may be (by device and
@@ -438,17 +441,14 @@ class Machine:
             cpu = session.cpu_dict()
             state = CpuState.from_dict(cpu)
             timebase = parse_state(cpu[TIMEBASE_KEY]) if TIMEBASE_KEY in cpu else None
-            check_fits(session, config, path)       # phase one: nothing opened for writing yet
+            records = check_fits(session, config, path)      # phase one: nothing opened for writing yet
             memory = GuestMemory(session.ram_size, file_fd=session.fd, file_offset=session.ram.offset)
             try:
-                machine = cls(config, frontend, memory=memory)
+                machine = cls(config, frontend, memory=memory, restored=records)    # phase two
             except BaseException:
                 memory.close()
                 raise
-            bulk = session.bulk_chunks()
-            for dev in machine.devices:
-                dev.restore_bulk(bulk)
-            machine.load_saved(state, session.device_chunks(), path, session.versions(), timebase)
+            machine.load_saved(state, timebase)
             if not readonly:
                 session.mark_used()
             memory.guard_file(session.fd)
@@ -473,21 +473,11 @@ class Machine:
         return saved.startswith(CHECKSUM_TAG) and bool(self.config.config_checksum) \
             and saved != self.config.config_checksum
 
-    def load_saved(self, state: CpuState, chunks: dict[tuple[str, int], bytes], where: str,
-                   versions: dict[tuple[str, int], int] | None = None, timebase: dict | None = None) -> None:
-        """Put the CPU and every device in their saved state (and remember it for reset).
-
-        A device's chunk is loaded only in a version the device declares it can load
-        (QEMU's rule: from its ``min_version`` up to its ``version``)."""
-
-        versions = versions or {}
-        problems = chunk_problems(self.devices, chunks, versions)
-        if problems:
-            raise SessionError(f"session {where}: {problems[0]}")
+    def load_saved(self, state: CpuState, timebase: dict | None = None) -> None:
+        """Put the CPU in its saved state (the devices were made in theirs) and remember
+        it for reset."""
         self.set_state(state, timebase)
         self._saved_time = self.timebase.save()
-        for dev in self.devices:
-            dev.load_state(chunks[(dev.kind, dev.instance)], versions.get((dev.kind, dev.instance), 0) or 1)
         self._saved_state = state
         # In-process, Unicorn's own CPU context (every SPR included) restores in microseconds;
         # it cannot go into a file (it holds pointers), which is why the session stores CpuState.

@@ -4,9 +4,11 @@ before any device of the machine exists.
 A resume that is refused must change nothing: no -cow overlay made or moved aside, no
 NVRAM image or demo disk created, no digest cached, the session file not marked used.
 So the saved state is first checked on stand-ins: the config's devices made with every
-disk opened read-only and attached to nothing (``inspect_devices``), each asked whether
-its saved state fits (``Device.check_fit``). Only then does ``Machine.from_session`` build
-the machine and load the state into it (phase two), as Firecracker restores a snapshot.
+disk opened read-only and attached to nothing (``inspect_devices``), each device's chunk
+read into its typed record (``Device.read_state``) and checked on its stand-in
+(``Device.check_fit``). Only then does ``Machine.from_session`` build the machine, each
+device constructed from the config and its record (``Device.restore``, phase two), as
+Firecracker restores a snapshot.
 ``molpy session verify`` and ``molpy run --check`` ask the same stand-ins.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .console import BufferConsole
 from .drivers.device import Device, DeviceContext, StateMismatch, check_version
@@ -69,22 +71,28 @@ def chunk_problems(devices: list[Device], chunks: dict, versions: dict) -> list[
     return problems
 
 
-def check_fits(session: "SessionFile", config: "MachineConfig", where: str) -> list[str]:
-    """Raise unless every device's saved state fits ``config`` and its disks: SessionError
-    (missing or unsupported state), StateMismatch (a disk changed, other disks), StateError
-    (damaged state). Returns the notes of disks accepted by a content check."""
+def check_fits(session: "SessionFile", config: "MachineConfig", where: str) -> dict[tuple[str, int], Any]:
+    """Phase one: every device's saved state read into its record and checked against
+    ``config`` and its disks; the records phase two constructs the devices from. Raises
+    SessionError (missing or unsupported state), StateMismatch (a disk changed, other
+    disks) or StateError (damaged state)."""
+    return fit_records(config, session.ram_size, session.device_chunks(), session.versions(),
+                       session.bulk_chunks(), where)
+
+
+def fit_records(config: "MachineConfig", ram_size: int, chunks: dict, versions: dict, bulk: dict,
+                where: str) -> dict[tuple[str, int], Any]:
+    """``check_fits`` on chunks already read (kind, instance -> bytes)."""
     missing = missing_disks(config)
     if missing:
         raise StateMismatch(f"{missing[0]}; put it back, or start with --fresh")
-    chunks, versions = session.device_chunks(), session.versions()
-    with inspect_devices(config, session.ram_size) as devices:
+    with inspect_devices(config, ram_size) as devices:
         problems = chunk_problems(devices, chunks, versions)
         if problems:
             raise SessionError(f"session {where}: {problems[0]}")
-        bulk = session.bulk_chunks()
-        notes: list[str] = []
+        records = {}
         for dev in devices:
+            key = (dev.kind, dev.instance)
             dev.restore_bulk(bulk)
-            dev.check_fit(chunks[(dev.kind, dev.instance)], versions.get((dev.kind, dev.instance), 0) or 1)
-            notes += dev.notes
-    return notes
+            records[key] = dev.check_fit(type(dev).read_state(chunks[key], versions.get(key, 0) or 1))
+    return records

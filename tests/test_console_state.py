@@ -22,8 +22,7 @@ def test_the_current_line_survives_save_and_resume():
         m.close()
     m = Machine(frontend=BufferConsole())
     try:
-        cons = next(d for d in m.devices if d.kind == "CONS")
-        cons.load_state(state, cons.version)
+        cons = ConsoleDevice.restore(m.device_context, ConsoleDevice.read_state(state, ConsoleDevice.version))
         cons.redraw()
         assert bytes(m.frontend.output) == b"molpy> ech"
     finally:

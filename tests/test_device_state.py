@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from molpy.cli import main as cli_main
 from molpy.config import BlkdevSpec
 from molpy.console import BufferConsole
 from molpy.drivers import osi_blk as B
-from molpy.drivers.device import Device, check_version
+from molpy.drivers.device import Device, StateMismatch, check_version
 from molpy.drivers.registry import device_classes
 from molpy.emulation.session import SessionError, open_session
 from molpy.machine import Machine, MachineConfig, Stop
+from molpy.restore import fit_records
 from sessionkit import ENTRY, reseal_versions
 
 TREE = """\
@@ -45,8 +47,9 @@ def full_config(tmp: Path) -> MachineConfig:
 
 
 def test_every_device_kind_is_versioned_and_round_trips(tmp_path):
-    """save_state -> load_state into a new machine -> save_state gives the same bytes, for
-    every device kind this molpy has, with the state some use left in it."""
+    """save_state -> read_state, check_fit and restore into a new machine -> save_state
+    gives the same bytes, for every device kind this molpy has, with the state some use
+    left in it."""
     conf = full_config(tmp_path)
     m = Machine(conf, BufferConsole(b"typed before the save"))
     kinds = {d.kind for d in m.devices}
@@ -59,12 +62,14 @@ def test_every_device_kind_is_versioned_and_round_trips(tmp_path):
         saved = {(d.kind, d.instance): d.save_state() for d in m.devices}
     finally:
         m.close()
-    m = Machine(dataclasses.replace(conf, session_file=None), BufferConsole())
+    conf = dataclasses.replace(conf, session_file=None)
+    versions = {key: device_classes()[key[0]].version for key in saved}
+    m = Machine(conf, BufferConsole(), restored=fit_records(conf, 8 << 20, saved, versions, {}, "test"))
     try:
+        assert {d.kind for d in m.devices} == kinds
         for d in m.devices:
             cls = type(d)
             assert 1 <= cls.min_version <= cls.version
-            d.load_state(saved[(d.kind, d.instance)], cls.version)
             assert d.save_state() == saved[(d.kind, d.instance)], d.kind
             assert d.verify_state(saved[(d.kind, d.instance)], cls.version) == []
             assert "\n" not in cls.describe(saved[(d.kind, d.instance)], cls.version)
@@ -176,5 +181,62 @@ def test_version_1_states_of_the_previous_molpy_still_load(tmp_path):
         u.backend.readinto(4096, memoryview(buf))
         assert buf == b"\x77" * 1024
         assert m.frontend.getc() == ord("k")
+    finally:
+        m.close()
+
+
+def _saved_at_rest(conf: MachineConfig) -> None:
+    m = Machine(conf, BufferConsole())
+    try:
+        m.memory.view[0x1000:0x1004] = b"\x48\x00\x00\x00"             # b . (a guest at rest)
+        m.cpu.pc = 0x1000
+        m.save_session()
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("change", ["written", "replaced", "touched"])
+def test_a_disk_changed_between_the_two_phases_is_refused(tmp_path, change):
+    """Phase two opens the disks for real after phase one checked them on stand-ins; a disk
+    another program changed in between is not the one checked: the resume is refused,
+    naming it, and the disk is not written."""
+    conf = full_config(tmp_path)
+    _saved_at_rest(conf)
+    resume = dataclasses.replace(conf, session_readonly=True)
+    s = open_session(conf.session_file)
+    try:
+        records = fit_records(resume, s.ram_size, s.device_chunks(), s.versions(), s.bulk_chunks(), "test")
+    finally:
+        s.close()
+    disk = Path(conf.blkdevs[0].path)
+    if change == "written":
+        with open(disk, "r+b") as f:
+            f.write(b"X")
+    elif change == "replaced":
+        other = tmp_path / "other.img"
+        other.write_bytes(disk.read_bytes())
+        os.replace(other, disk)
+    else:
+        st = os.stat(disk)
+        os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    before = disk.read_bytes()
+    with pytest.raises(StateMismatch, match=f"disk {disk} changed while the session was resumed"):
+        Machine(resume, BufferConsole(), restored=records)
+    assert disk.read_bytes() == before
+
+
+def test_the_device_tree_is_restored_from_the_session_not_the_config(tmp_path):
+    """DevTree.restore builds the device from its saved record: a different (valid) oftree
+    file at resume does not replace the tree the guest saw."""
+    conf = full_config(tmp_path)
+    _saved_at_rest(conf)
+    Path(conf.oftree).write_text(TREE.replace('"memory"', '"other"'))
+    m = Machine.from_session(conf.session_file, dataclasses.replace(conf, session_readonly=True),
+                             BufferConsole())
+    try:
+        tree = next(d for d in m.devices if d.kind == "OFTR").tree
+        names = [n.prop(b"name") or b"" for n in tree.allnext]
+        assert any(name.startswith(b"memory") for name in names), names
+        assert not any(name.startswith(b"other") for name in names), names
     finally:
         m.close()

@@ -103,17 +103,17 @@ INJECT = textwrap.dedent("""
     import molpy
     from molpy.drivers import osi_blk
 
-    def load_state(self, data, version):      # a programming error, not the file's
+    def restore(cls, ctx, fit):      # a programming error, not the file's
         raise KeyError("bootx")
 
-    osi_blk.OsiBlk.load_state = load_state
+    osi_blk.OsiBlk.restore = classmethod(restore)
     from molpy.cli import main
     sys.exit(main(sys.argv[1:], process=True))
 """)
 
 
-def test_a_bug_in_load_state_is_a_molpy_bug_not_a_damaged_session(tmp_path, molpy_home):
-    """The review's case: a KeyError raised by osi_blk's load_state was reported as the
+def test_a_bug_in_restore_is_a_molpy_bug_not_a_damaged_session(tmp_path, molpy_home):
+    """The review's case: a KeyError raised by osi_blk's state loading was reported as the
     session file being damaged. It is molpy's bug: one line naming it and the file that
     holds its traceback, status 70, and the session file is left as it was."""
     rc = molrc(tmp_path, readonly=True, cow=True)
@@ -129,8 +129,8 @@ def test_a_bug_in_load_state_is_a_molpy_bug_not_a_damaged_session(tmp_path, molp
     path = Path(lines[0].rsplit("(traceback in ", 1)[1].split(";", 1)[0])
     assert path.parent == molpy_home and path.is_file()
     report = path.read_text()
-    assert "Traceback (most recent call last)" in report and "def load_state" not in report
-    assert "in load_state" in report and "KeyError: 'bootx'" in report
+    assert "Traceback (most recent call last)" in report and "def restore" not in report
+    assert "in restore" in report and "KeyError: 'bootx'" in report
     assert session.read_bytes() == before
 
 

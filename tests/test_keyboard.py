@@ -5,7 +5,7 @@ from __future__ import annotations
 from guestout import run_to_exit
 from molpy.boot import bundled_guest
 from molpy.console import BufferConsole
-from molpy.drivers.keyboard import key_events
+from molpy.drivers.keyboard import Keyboard, key_events
 from molpy.machine import Machine, MachineConfig
 
 
@@ -47,7 +47,7 @@ def test_queue_state_in_a_session():
     state = kb.save_state()
     assert kb.verify_state(state, 1) == []
     kb.get_key()
-    kb.load_state(state, 1)
+    kb = Keyboard.restore(m.device_context, Keyboard.read_state(state, 1))
     assert kb.get_key() == (0x80, 0) and kb.active
     assert kb.verify_state(b"\x05\x00\x00", 1) and kb.verify_state(state + b"x", 1)
     m.close()
