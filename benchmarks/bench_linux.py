@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 
 from benchmarks import qemu_linux
 from benchmarks.guest_run import process_env, timed_run
@@ -67,7 +69,15 @@ def _spin_in_shell(rc: str, env: dict, tmp: str) -> float:
     return took
 
 
-def _qemu_rows(answering: float, fresh: float, qemu: dict | None, blocked: str | None) -> list[dict]:
+def _python_floor(env: dict) -> float:
+    """Seconds of a Python process that imports Unicorn and exits: what every ``molpy run``
+    pays before it reads its molrc."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import unicorn"], env=env, check=True)
+    return time.perf_counter() - start
+
+
+def _qemu_rows(answering: float, fresh: float, floor: float, qemu: dict | None, blocked: str | None) -> list[dict]:
     why = f"NOT MEASURED: {blocked}" if blocked else ""
     return [{"name": "Linux: `molpy run` resumed until the shell answers, against `qemu-system-ppc -M mac99 -loadvm`",
              "molpy": answering, "reference": qemu["loadvm"] if qemu else None, "unit": "s",
@@ -75,6 +85,11 @@ def _qemu_rows(answering: float, fresh: float, qemu: dict | None, blocked: str |
              "note": why or "both whole processes from their start until the shell's `# ` answers a newline; "
                             "QEMU: savevm at the prompt in a qcow2, the same kernel tree for mac99, the shell as "
                             f"an initramfs, {qemu_linux.RAM_MIB} MiB"},
+            {"name": "Linux: the floor under every `molpy run`: `python -c 'import unicorn'`, against the same -loadvm",
+             "molpy": floor, "reference": qemu["loadvm"] if qemu else None, "unit": "s",
+             "ratio": qemu["loadvm"] / floor if qemu else None, "target": "-",
+             "note": why or "a whole process that starts Python, loads Unicorn and exits; where this ratio is "
+                            "below 2, the resume target above is out of reach of any molpy process"},
             {"name": "Linux: fresh boot to the prompt, `molpy run --fresh` against `qemu-system-ppc -M mac99 -kernel`",
              "molpy": fresh, "reference": qemu["fresh"] if qemu else None, "unit": "s",
              "ratio": qemu["fresh"] / fresh if qemu else None, "target": "-",
@@ -113,6 +128,8 @@ def run() -> list[dict]:
         answering = statistics.median(_resumed_answering(rc, env, tmp) for _ in range(5))
         fresh = statistics.median(_fresh(rc, env, tmp) for _ in range(3))
         shell = statistics.median(_spin_in_shell(rc, env, tmp) for _ in range(3))
+        _python_floor(env)                                  # untimed
+        floor = statistics.median(_python_floor(env) for _ in range(7))
         timed_run(MachineConfig(), "spin 10")                # warm
         bare = statistics.median(timed_run(MachineConfig(), f"spin {SPIN_MILLIONS}") for _ in range(3))
         try:
@@ -120,7 +137,7 @@ def run() -> list[dict]:
         except qemu_linux.Blocked as e:
             qemu, blocked = None, str(e)
             print(f"bench_linux: QEMU not measured: {blocked}", file=sys.stderr)
-    return _qemu_rows(answering, fresh, qemu, blocked) + [{"name": "Linux: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
+    return _qemu_rows(answering, fresh, floor, qemu, blocked) + [{"name": "Linux: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
              "molpy": resumed, "reference": fresh, "unit": "s", "ratio": fresh / resumed,
              "target": ">= 8 (and <= 0.25 s)",
              "note": "reference: the same command booting the kernel fresh (--fresh) to the prompt; "

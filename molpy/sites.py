@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import struct
+import re
+from bisect import bisect_left
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED, UcError
 from unicorn import ppc_const as P
@@ -53,6 +54,26 @@ _EDGE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(UcTb), ctypes.
 _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
 
 
+# Where a word may be one of them: primary opcode 31 (first byte 0x7C-0x7F) and an extended
+# opcode whose low byte is 0xA6/0xE6 (with the Rc bit 0xA7/0xE7), tried at every offset
+# (a lookahead, so a match at an odd offset cannot hide the aligned one after it).
+_CANDIDATES = {"big": re.compile(rb"(?=[\x7c-\x7f]..[\xa6\xa7\xe6\xe7])", re.S),
+               "little": re.compile(rb"(?=[\xa6\xa7\xe6\xe7]..[\x7c-\x7f])", re.S)}
+
+
+def find_sites(code: bytes | memoryview, order: str) -> list[tuple[int, int]]:
+    """(offset, word) of each instruction molpy handles itself in a block's code (words in
+    ``order``), found by a regular expression in C rather than a Python loop over every word."""
+    found = []
+    for m in _CANDIDATES[order].finditer(code):
+        offset = m.start()
+        if offset & 3 == 0:
+            word = int.from_bytes(code[offset:offset + 4], order)
+            if classify(word):
+                found.append((offset, word))
+    return found
+
+
 def classify(word: int) -> tuple[int, int, int] | None:
     """(operation, GPR, SPR) of an instruction molpy handles itself, or None."""
     op = word & 0xFC0007FE
@@ -73,6 +94,7 @@ class Sites:
         self.on_dec_write = on_dec_write         # called after a hooked mtdec
         self.on_error = on_error
         self.sites: dict[int, int] = {}          # hooked address -> word there in the latest block
+        self._addrs: list[int] = []              # the hooked addresses, sorted
         self._new: dict[int, int] = {}
         self._flush = False
         self.stopped_before: int | None = None   # the block the last scan stopped the engine before
@@ -102,22 +124,23 @@ class Sites:
 
     # -- translation time (inside emu_start) --
 
-    def _code(self, pc: int, size: int) -> list[int] | None:
-        """The block's words, read through the instruction translation it was made with."""
+    def _code(self, pc: int, size: int) -> tuple[bytes | memoryview, str] | None:
+        """The block's bytes, read through the instruction translation it was made with,
+        and their word order ('little' in little-endian mode, which fetches swapped words)."""
         msr = self._msr.read()[0] & 0xFFFFFFFF
         ram = self.ram
         state = self.env.load().mmu_state(msr) if msr & MSR_IR else None
-        out = bytearray()
+        order = "little" if msr & MSR_LE else "big"
+        parts = []
         at, end = pc, pc + size
         while at < end:
             chunk = min(end, (at | 0xFFF) + 1) - at
             phys = at if state is None else translate(state, ram, at, FETCH).phys
             if phys is None or phys + chunk > len(ram):
                 return None
-            out += ram[phys:phys + chunk]
+            parts.append(ram[phys:phys + chunk])
             at += chunk
-        order = "<" if msr & MSR_LE else ">"         # little-endian mode fetches swapped words
-        return list(struct.unpack(f"{order}{len(out) // 4}I", out))
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), order
 
     def _edge(self, _uch, cur, _prev, _ud) -> None:
         try:
@@ -125,26 +148,32 @@ class Sites:
             pc, size = tb.pc, tb.size
             if SCRATCH_BASE <= pc < SCRATCH_BASE + SCRATCH_SIZE or size == 0:
                 return
-            words = self._code(pc, size)
-            if words is None:
+            code = self._code(pc, size)
+            if code is None:
                 self.unscanned += 1
                 return
+            data, order = code
             sites, new = self.sites, self._new
-            for i, word in enumerate(words):
-                addr = pc + 4 * i
-                known = sites.get(addr)
-                if known is not None:
-                    if known != word:           # other code at a hooked address (remapped, reloaded)
-                        sites[addr] = word
-                        self._flush = True      # blocks made from the old word may still be cached
-                elif word & 0xFC0007FE in _OPS and classify(word) and addr not in new:
-                    if len(sites) + len(new) >= MAX_SITES:
-                        if not self.full:
-                            self.full = True
-                            log.warning("more than %d time-base and BAT instruction sites: the rest "
-                                        "see the time as of the last stop", MAX_SITES)
-                        continue
-                    new[addr] = word
+            addrs = self._addrs
+            i = bisect_left(addrs, pc)
+            while i < len(addrs) and addrs[i] < pc + size:     # the hooked addresses in this block
+                addr = addrs[i]
+                word = int.from_bytes(data[addr - pc:addr - pc + 4], order)
+                if sites[addr] != word:         # other code at a hooked address (remapped, reloaded)
+                    sites[addr] = word
+                    self._flush = True          # blocks made from the old word may still be cached
+                i += 1
+            for offset, word in find_sites(data, order):
+                addr = pc + offset
+                if addr in sites or addr in new:
+                    continue
+                if len(sites) + len(new) >= MAX_SITES:
+                    if not self.full:
+                        self.full = True
+                        log.warning("more than %d time-base and BAT instruction sites: the rest "
+                                    "see the time as of the last stop", MAX_SITES)
+                    break
+                new[addr] = word
             if new or self._flush:
                 self.stopped_before = pc
                 self.cpu.stop()                 # before the block's first instruction runs
@@ -161,6 +190,8 @@ class Sites:
             self._hook(UC_HOOK_CODE, self._site_cb, addr, addr)
             self.sites[addr] = word
             self.cpu.drop_code(addr, addr + 4)
+        if new:
+            self._addrs = sorted(self.sites)
         if self._flush:
             self._flush = False
             self.cpu.uc.ctl_flush_tb()
