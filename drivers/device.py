@@ -2,12 +2,12 @@
 
 A device is one module in ``molpy.drivers`` that defines one Device class and
 ``create(ctx)`` returning it (or None when the config has no such device), listed in
-drivers/registry.py (the one list of a machine's devices, ordered by meaning). A device sees the machine only
-through its :class:`DeviceContext`; it registers its OSI selectors in ``attach`` and
-takes part in sessions through a few small methods; the session layer stores what
-``save_state`` returns as an opaque chunk tagged with the device's four-letter
-``kind``, its ``instance`` id and its state ``version`` (MOL's session.c model,
-QEMU's versioning rule).
+drivers/registry.py (the one list of a machine's devices, ordered by meaning). A
+device sees the machine only through its :class:`DeviceContext`; it registers its OSI
+selectors in ``attach`` and takes part in sessions through a few small methods; the
+session layer stores what ``save_state`` returns as an opaque chunk tagged with the
+device's four-letter ``kind``, its ``instance`` id and its state ``version`` (MOL's
+session.c model, QEMU's versioning rule).
 
 A resume has two phases (molpy/restore.py): ``read_state`` turns each chunk into the
 device's typed record and ``check_fit`` checks it on a stand-in that opens nothing for
