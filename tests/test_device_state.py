@@ -64,7 +64,7 @@ def test_every_device_kind_is_versioned_and_round_trips(tmp_path):
         m.close()
     conf = dataclasses.replace(conf, session_file=None)
     versions = {key: device_classes()[key[0]].version for key in saved}
-    m = Machine(conf, BufferConsole(), restored=fit_records(conf, 8 << 20, saved, versions, {}, "test"))
+    m = Machine(conf, BufferConsole(), restored=fit_records(conf, conf.ram_mib << 20, saved, versions, {}, "test"))
     try:
         assert {d.kind for d in m.devices} == kinds
         for d in m.devices:

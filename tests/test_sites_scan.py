@@ -28,9 +28,9 @@ def test_find_sites_is_classify_of_every_word(words, order):
 
 
 def test_only_aligned_words_count():
-    """A candidate at an offset that is not a word boundary is not an instruction; the
-    aligned ones beside it are all found (the scan's matches overlap)."""
+    """A candidate at an offset that is not a word boundary is not an instruction; sites
+    next to each other and to a candidate that is no site are all found."""
     mftb = 0x7C6C42E6                    # mftb r3
-    code = (0x7C00A6E6).to_bytes(4, "big") + 2 * mftb.to_bytes(4, "big")   # (bytes 2-5: 0xA6E67C6C)
+    code = (0x7C00A6E6).to_bytes(4, "big") + 2 * mftb.to_bytes(4, "big")   # (word 0: a candidate, no site)
     assert find_sites(code, "big") == [(4, mftb), (8, mftb)]
     assert find_sites(b"\x00" + code[:-1], "big") == []
