@@ -125,10 +125,12 @@ def test_decrementer_ticks_with_ee_on(machines):
 def test_time_base_advances(machines):
     m = machines("mftb")
     out = run_ok(m)
-    sleep, busy, reads = map(int, re.search(r"mftb: \+(\d+) ticks over a 10 ms sleep, \+(\d+) in a "
-                                            r"1 ms busy wait \((\d+) reads\)", out).groups())
+    sleep, busy = map(int, re.search(r"mftb: \+(\d+) ticks over a 10 ms sleep, \+(\d+) in a "
+                                     r"1 ms busy wait \(\d+ reads\)", out).groups())
     assert sleep >= 0.01 * TB_FREQ                      # the host slept 10 ms: TB saw it
-    assert busy >= 25000 and reads >= 2                 # a busy wait on mftb ends
+    # a busy wait on mftb ends, having seen 1 ms pass (how many reads that took depends on
+    # the host's scheduling: one, once, when a loaded host descheduled molpy for 1 ms)
+    assert busy >= 25000
     assert m.sites.sites                            # ... through hooked mftb sites
 
 
