@@ -225,8 +225,6 @@ def _build_stubs() -> tuple[bytes, bytes]:
 
 _READ_CODE, _WRITE_CODE = _build_stubs()
 assert len(_READ_CODE) <= 0x400 and len(_WRITE_CODE) <= 0x400
-_WARM_UP = SCRATCH_BASE + 0xF00
-_WARM_UP_CODE = _words([0x48000004, 0x60000000])    # b .+4; nop: two blocks
 
 GPR_IDS = [P.UC_PPC_REG_0 + i for i in range(32)]
 FPR_IDS = [P.UC_PPC_REG_FPR0 + i for i in range(32)]
@@ -250,7 +248,6 @@ class Cpu:
         self.uc.mem_map(SCRATCH_BASE, SCRATCH_SIZE, UC_PROT_ALL)
         self.uc.mem_write(_READ_STUB, _READ_CODE)
         self.uc.mem_write(_WRITE_STUB, _WRITE_CODE)
-        self.uc.mem_write(_WARM_UP, _WARM_UP_CODE)
         self.uc.mem_protect(SCRATCH_BASE, SCRATCH_SIZE, UC_PROT_NONE)
         self._gprs = RegisterFile(self.uch, GPR_IDS)
         self._fprs = RegisterFile(self.uch, FPR_IDS)
@@ -261,9 +258,6 @@ class Cpu:
         self.call_msr: int | None = None       # MSR as the OSI hook read it, during an OSI call
         self.in_stub = False
         self._hooks: list = []
-        # Unicorn's UC_HOOK_EDGE_GENERATED (molpy.sites) is silent until one block has
-        # returned normally; the stubs end at their exit address instead, so run one here.
-        self._run_stub(_WARM_UP, _WARM_UP_CODE)
 
     # -- small accessors --
 
@@ -363,8 +357,8 @@ class Cpu:
         self.flush_tlb()
 
     def flush_tlb(self) -> None:
-        """Forget every cached translation: Unicorn keeps BAT translations in its TLB and does
-        not drop them when only a lower BAT register changes (mtspr or a restored context)."""
+        """Forget every cached translation: Unicorn keeps BAT translations in its TLB, and a
+        restored context changes the BATs without flushing it."""
         _lib.uc_ctl(self.uch, _CTL_TLB_FLUSH)
 
     def _restore_basic(self, gpr, fpr, cr, lr, ctr, fpscr, msr, pc) -> None:

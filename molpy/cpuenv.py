@@ -86,9 +86,9 @@ class CpuEnv:
     def mmu_state(self, msr: int) -> MmuState:
         """The translation registers held in the image (``load()`` first).
 
-        Asked once per newly translated block (sites.py), thousands of times after a resume
-        with the same registers: the raw words are compared with the last call's and its
-        state is given again when they match (a resume's first answer was 0.1 s slower)."""
+        Asked at exception deliveries (ISI reasons, instruction words), mostly with the same
+        registers: the raw words are compared with the last call's and its state is given
+        again when they match."""
         lay = self.layout
         view = self._view
         raw = (msr, self.spr(SDR1), bytes(view[lay.sr:lay.sr + 64]),

@@ -28,6 +28,7 @@ from .cpu import Cpu, RegisterFile
 from .cpuenv import DAR, DSISR, SRR0, SRR1, CpuEnv
 from .fault import EXCEPTION_NAMES, GuestFault
 from .mmu import FETCH, MmuState, read_word, translate
+from .timebase import TimeBase
 
 MASK = 0xFFFFFFFF
 
@@ -79,9 +80,8 @@ def alignment_dsisr(word: int) -> int:
 class ExceptionUnit:
     """Delivers the guest's exceptions; owns the external interrupt lines."""
 
-    def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, sites) -> None:
-        self.cpu, self.env, self.ram, self.sites = cpu, env, ram, sites
-        self.timebase = sites.timebase
+    def __init__(self, cpu: Cpu, env: CpuEnv, ram: memoryview, timebase: TimeBase) -> None:
+        self.cpu, self.env, self.ram, self.timebase = cpu, env, ram, timebase
         self.raised: int | None = None      # set by the interrupt hook, taken by deliver_raised
         self.lines: set[str] = set()         # asserted external interrupt sources
         self.delivered = 0

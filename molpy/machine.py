@@ -35,10 +35,10 @@ from .exceptions import ExceptionUnit
 from .fault import GuestFault, instruction_at
 from .osi import OsiDispatcher
 from .restore import check_fits
-from .sites import Sites
 from .slicetimer import SliceTimer
 from .timebase import STATE_KEY as TIMEBASE_KEY
 from .timebase import TimeBase, parse_state
+from .timeregs import TimeRegisters
 
 if TYPE_CHECKING:  # pragma: no cover
     from .drivers.disks import DiskSpec
@@ -148,9 +148,8 @@ class Machine:
         self.cpuenv = CpuEnv(self.cpu)
         self.timebase = TimeBase()
         self._timer = SliceTimer(self.cpu.uch)
-        self.sites = Sites(self.cpu, self.cpuenv, self.memory.view, self.timebase,
-                           self._on_dec_write, self._on_error)
-        self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.sites)
+        self.timeregs = TimeRegisters(self.cpu, self.cpuenv, self.timebase, self._on_dec_write, self._on_error)
+        self.exceptions = ExceptionUnit(self.cpu, self.cpuenv, self.memory.view, self.timebase)
         self._saved_time: dict | None = None
         self.osi = OsiDispatcher(self.cpu, self.exceptions.on_interrupt, self._on_error)
         self.timebase.register_osi(self.osi)
@@ -254,7 +253,7 @@ class Machine:
         due waits for the next run without ``step`` (QEMU's gdb stub holds them the same way):
         a step lands on the next instruction, not in a handler the user did not ask for."""
         frontend = self.frontend
-        exceptions, sites, timer = self.exceptions, self.sites, self._timer
+        exceptions, timeregs, timer = self.exceptions, self.timeregs, self._timer
         deadline = None if seconds is None else time.monotonic() + seconds
         poll_at = time.monotonic_ns() + self.slice_us * 1000
         while True:
@@ -274,14 +273,14 @@ class Machine:
                     return Stop(request)
                 if deadline is not None and time.monotonic() >= deadline:
                     return Stop.TIMEOUT
-                sites.sync(self.cpuenv.load(), now)
+                timeregs.sync(self.cpuenv.load(), now)
                 self.cpuenv.store()
                 poll_at = now + self.slice_us * 1000
             if step:
                 # A debugger's step: asynchronous interrupts are held, and no slice timer
                 # runs (a stop that landed before the one instruction would lose the step).
-                fault, start = None, self.cpu.pc
-                err = _emu_start(self.cpu.uch, start, UNTIL, 0, 1)
+                fault = None
+                err = _emu_start(self.cpu.uch, self.cpu.pc, UNTIL, 0, 1)
             else:
                 fault, event = exceptions.before_slice(now)
                 if fault is None:
@@ -299,12 +298,6 @@ class Machine:
                     raise error
                 if self.fault is None and self.exit_code is None and exceptions.raised is not None:
                     fault = exceptions.deliver_raised()
-                if sites.pending:
-                    before = sites.stopped_before
-                    sites.apply()
-                    if step and before == start == self.cpu.pc and fault is None \
-                            and self.fault is None and self.exit_code is None:
-                        continue     # the scan stopped the engine before the instruction ran
             if fault is not None:
                 self.fault = fault
             if self.fault is not None:
@@ -363,7 +356,7 @@ class Machine:
         decrementer interrupt that came due while the user looked)."""
         now = self.timebase.clock()
         env = self.cpuenv.load()
-        self.sites.sync(env, now)
+        self.timeregs.sync(env, now)
         env.store()
         return self.timebase.save(now)
 
@@ -371,7 +364,7 @@ class Machine:
         now = self.timebase.clock()
         self.timebase.load(saved, now)
         env = self.cpuenv.load()
-        self.sites.sync(env, now, adopt=True)
+        self.timeregs.sync(env, now, adopt=True)
         env.store()
 
     def set_state(self, state: CpuState, timebase: dict | None = None) -> None:
@@ -382,7 +375,7 @@ class Machine:
         now = self.timebase.clock()
         self.timebase.load(tb, now)
         env = self.cpuenv.load()
-        self.sites.sync(env, now, adopt=True)
+        self.timeregs.sync(env, now, adopt=True)
         env.store()
 
     # -- sessions --
@@ -496,7 +489,7 @@ class Machine:
         self.cpu.flush_tlb()
         self.timebase.load(self._saved_time)
         env = self.cpuenv.load()
-        self.sites.sync(env, self.timebase.clock(), adopt=True)
+        self.timeregs.sync(env, self.timebase.clock(), adopt=True)
         env.store()
         self.exceptions.reset()
         for dev in self.devices:
@@ -509,7 +502,7 @@ class Machine:
             dev.close()
         self.devices = []
         self._timer.close()
-        self.sites.close()
+        self.timeregs.close()
         self.cpuenv.close()
         self.cpu.uc.mem_unmap(0, self.memory.size)
         self.memory.close()

@@ -2,10 +2,9 @@
 
 Unicorn translates guest addresses itself but tells the host neither why an instruction
 fetch failed (ISI's SRR1 reason) nor where a virtual address lives: uc_mem_read reads
-*physical* RAM. molpy needs both: ISI's reason bits, the instruction word behind a
-virtual PC (program exceptions, alignment, fault reports) and the code of a translated
-block (time-base sites). This walker follows the 32-bit PowerPC architecture as the 750
-implements it, reads page tables from guest RAM without ever writing them (no R/C bit
+*physical* RAM. molpy needs both: ISI's reason bits and the instruction word behind a
+virtual PC (program exceptions, alignment, fault reports). This walker follows the
+32-bit PowerPC architecture as the 750 implements it, reads page tables from guest RAM without ever writing them (no R/C bit
 updates) and never raises: a table outside RAM is just "no translation".
 """
 

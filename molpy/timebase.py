@@ -9,7 +9,7 @@ taken. Guest time stands still while a session is saved: TB continues from the s
 value and a decrementer with 5 ms left fires about 5 ms after the resume.
 
 The guest's ``mftb``/``mfdec``/``mtdec``/``mttbl`` instructions reach this model through
-:mod:`molpy.sites`; MOL's timer selectors 92 and 93 (time base ticks <-> microseconds)
+the engine's time hook (:mod:`molpy.timeregs`); MOL's timer selectors 92 and 93 (time base ticks <-> microseconds)
 are served here.
 """
 

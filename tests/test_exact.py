@@ -104,8 +104,8 @@ def _outcome(m: Machine, stops: int) -> Outcome:
 
 
 def run_unstopped(program) -> Outcome:
-    """One slice as long as the program: no timer stop, no decrementer. The engine stops
-    only where molpy installs its hook on the harness's mtdec (molpy/sites.py)."""
+    """One slice as long as the program: no timer stop, no decrementer (the harness's mtdec
+    is served inside the slice by the engine's time hook, molpy/timeregs.py)."""
     m = _machine(program, ee=False, dec_period=0x7FFFFFFF)
     try:
         m.slice_us = 60_000_000

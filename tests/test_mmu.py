@@ -163,7 +163,7 @@ _word = st.integers(0, 0xFFFFFFFF)
                           st.integers(0, 15), _word), min_size=1, max_size=12))
 def test_mmu_state_from_the_context_image_is_the_cpus_after_every_change(changes):
     """CpuEnv.mmu_state reads SR0-15, SDR1 and the BATs from the context image and gives its
-    last answer again while they are unchanged (sites.py asks once per translated block):
+    last answer again while they are unchanged (exception deliveries ask it):
     after every change of any one of them, through the engine, it is what the register
     API reads, never a stale answer."""
     global _env

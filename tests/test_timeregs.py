@@ -1,0 +1,72 @@
+"""Every guest read and write of the time base and the decrementer reaches molpy's clock
+(molpy/timeregs.py through the engine's time hook), whatever instruction form and however
+many distinct addresses: generated programs of more than 512 sites (the old per-address
+hooks stopped at 512; past that a read saw the value of the last stop) mixing ``mftb``,
+``mftbu``, ``mfspr`` 268/269/284/285 (284/285 were never hooked) and ``mfdec``, each
+followed by a delay loop. The model: after ``mttbu U``/``mttbl 0`` and ``mtdec D``, every
+TBL read is larger than the one before, TBU reads U, every DEC read is smaller than the
+one before, and no more time passes for the guest than passed on the host.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+
+import pytest
+
+from exactgen import BODY_MSR, DATA, MSR_FP, MSR_ME, dump_and_exit, li32, mfspr, mtspr, pack, spr_form
+from molpy.boot import bundled_guest
+from molpy.console import BufferConsole
+from molpy.machine import Machine, MachineConfig, Stop
+from molpy.timebase import TB_FREQ
+
+SITES = 600
+UPPER = 0x1234
+DEC_START = 0x7FFF0000
+READS = {"mftb": lambda r: spr_form(371, r, 268), "mftbu": lambda r: spr_form(371, r, 269),
+         "mfspr 268": lambda r: mfspr(r, 268), "mfspr 269": lambda r: mfspr(r, 269),
+         "mfspr 284": lambda r: mfspr(r, 284), "mfspr 285": lambda r: mfspr(r, 285),
+         "mfdec": lambda r: mfspr(r, 22)}
+KIND = {"mftb": "tbl", "mfspr 268": "tbl", "mfspr 284": "tbl",
+        "mftbu": "tbu", "mfspr 269": "tbu", "mfspr 285": "tbu", "mfdec": "dec"}
+
+
+def _program(rng: random.Random) -> tuple[bytes, list[str]]:
+    """SITES reads at distinct addresses, each stored at DATA + 4*i, a delay loop between."""
+    kinds = [rng.choice(sorted(READS)) for _ in range(SITES)]
+    words = li32(3, UPPER) + [mtspr(285, 3)] + li32(3, 0) + [mtspr(284, 3)]     # TB = UPPER << 32
+    words += li32(3, DEC_START) + [mtspr(22, 3)] + li32(4, DATA)
+    for i, kind in enumerate(kinds):
+        words += [READS[kind](5), (36 << 26) | (5 << 21) | (4 << 16) | (4 * i)]  # stw r5, 4i(r4)
+        words += li32(6, rng.randrange(50, 400)) + [mtspr(9, 6), 0x4200_0000]    # mtctr; bdnz .
+    return pack(words + dump_and_exit()), kinds
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_time_register_access_reads_the_clock(seed):
+    code, kinds = _program(random.Random(seed))
+    m = Machine(MachineConfig(ram_mib=1, bootfile=str(bundled_guest("exact"))), BufferConsole())
+    try:
+        m.boot()
+        view = m.memory.view
+        view[0x20000:0x20000 + len(code)] = code
+        view[BODY_MSR:BODY_MSR + 4] = (MSR_FP | MSR_ME).to_bytes(4, "big")
+        m.cpu.code_changed(0, 1 << 20)
+        t0 = time.monotonic()
+        assert m.run(seconds=60) is Stop.EXIT and m.exit_code == 0, m.fault and m.fault.report()
+        host_ticks = (time.monotonic() - t0) * TB_FREQ
+        values = struct.unpack(f">{SITES}I", bytes(view[DATA:DATA + 4 * SITES]))
+    finally:
+        m.close()
+    seen = {"tbl": [], "tbu": [], "dec": []}
+    for kind, value in zip(kinds, values):
+        seen[KIND[kind]].append(value)
+    tbl, dec = seen["tbl"], seen["dec"]
+    assert all(a < b for a, b in zip(tbl, tbl[1:])), "a TBL read did not see time pass"
+    assert set(seen["tbu"]) == {UPPER}
+    assert all(a > b for a, b in zip(dec, dec[1:])), "a DEC read did not see time pass"
+    assert dec[0] < DEC_START
+    assert tbl[-1] - tbl[0] <= host_ticks and DEC_START - dec[-1] <= host_ticks
+    assert len(tbl) > 100 and len(dec) > 30 and len(seen["tbu"]) > 100
