@@ -213,7 +213,8 @@ def test_host_write_over_code_with_the_mmu_on(machines):
 
 
 def test_a_lower_bat_write_takes_effect(machines):
-    """Unicorn keeps a BAT translation in its TLB across an mtspr to the lower BAT register."""
+    """Unicorn keeps a BAT translation in its TLB across an mtspr to the lower BAT register;
+    molpy's engine flushes the TLB when such a write changes it."""
     m = machines("batswap")
     out = run_ok(m)
     assert "dbat1 lower rewritten: aaaa then bbbb" in out
