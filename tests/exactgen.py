@@ -6,7 +6,7 @@ lswi/stswi, lwarx/stwcx. retry loops, dcbz, FP loads, stores and arithmetic, CR,
 CTR and LR traffic, short forward branches and console output through OSI. Every
 address is made valid by clamping its base register right before the access, so any
 register value works and no program faults. At the end all registers are stored at
-DUMP and the program exits through OSI EXIT.
+DUMP and the program exits through OSI EXIT. ``boot_exact`` makes the machine that runs one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ DEC_COUNT, DEC_PERIOD, BODY_MSR, ITERATIONS = 0x3000, 0x3004, 0x3008, 0x3010
 DUMP = 0x7000                 # r0-r31, then CR XER LR CTR, FPRs at +0x100, FPSCR at +0x200
 DATA, DATA_END = 0x3F000, 0x49000   # random bytes; accesses land in 0x40000-0x48000 +- 256
 MSR_FP, MSR_ME, MSR_EE = 0x2000, 0x1000, 0x8000
+RAM_MIB = 1                   # the machine boot_exact makes
 OSI_MAGIC = (0x113724FA, 0x77810F9B)
 
 # D-form opcodes: (opcode, size, update)
@@ -260,3 +261,21 @@ def generate(seed: int, ops: int = 300, iterations: int = 200) -> Program:
             bc(4, 2, 4 * (loop - (here + 3)))]                   # lwz/addic./stw/bne loop
     out += dump_and_exit()
     return Program(pack(out), data, iterations, prints_per_iteration * iterations)
+
+
+def boot_exact(program: Program, msr: int, dec_period: int):
+    """A booted RAM_MIB machine running the harness with ``program`` at BODY, entered with ``msr``;
+    the harness reloads DEC with ``dec_period``."""
+    from molpy.boot import bundled_guest
+    from molpy.console import BufferConsole
+    from molpy.machine import Machine, MachineConfig
+
+    m = Machine(MachineConfig(ram_mib=RAM_MIB, bootfile=str(bundled_guest("exact"))), BufferConsole())
+    m.boot()
+    view = m.memory.view
+    view[BODY:BODY + len(program.code)] = program.code
+    view[DATA:DATA + len(program.data)] = program.data
+    for addr, value in ((ITERATIONS, program.iterations), (DEC_PERIOD, dec_period), (BODY_MSR, msr)):
+        view[addr:addr + 4] = value.to_bytes(4, "big")
+    m.cpu.code_changed(0, RAM_MIB << 20)
+    return m

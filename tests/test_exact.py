@@ -19,17 +19,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from exactgen import (BODY, BODY_MSR, DATA, DEC_COUNT, DEC_PERIOD, DUMP, ITERATIONS, MSR_EE, MSR_FP, MSR_ME,
-                      Program, atomic_counter, d_form, generate, li32, pack)
+from exactgen import (BODY, BODY_MSR, DATA, DEC_COUNT, DUMP, MSR_EE, MSR_FP, MSR_ME, Program, atomic_counter,
+                      RAM_MIB, boot_exact, d_form, generate, li32, pack)
 import molpy.machine as machine_module
 from molpy import engine
-from molpy.boot import bundled_guest
-from molpy.console import BufferConsole
 from molpy.cpu import uclib
-from molpy.machine import Machine, MachineConfig, Stop
+from molpy.machine import Machine, Stop
 
-EXACT = str(bundled_guest("exact"))
-RAM_MIB = 1
 STOPS_NEEDED = 100_000          # asynchronous stops over the generated programs, in total
 SEEDS = 24
 
@@ -44,16 +40,7 @@ class Outcome:
 
 
 def _machine(program, *, ee: bool, dec_period: int) -> Machine:
-    m = Machine(MachineConfig(ram_mib=RAM_MIB, bootfile=EXACT), BufferConsole())
-    m.boot()
-    view = m.memory.view
-    view[BODY:BODY + len(program.code)] = program.code
-    view[DATA:DATA + len(program.data)] = program.data
-    for addr, value in ((ITERATIONS, program.iterations), (DEC_PERIOD, dec_period),
-                        (BODY_MSR, MSR_FP | MSR_ME | (MSR_EE if ee else 0))):
-        view[addr:addr + 4] = value.to_bytes(4, "big")
-    m.cpu.code_changed(0, RAM_MIB << 20)
-    return m
+    return boot_exact(program, MSR_FP | MSR_ME | (MSR_EE if ee else 0), dec_period)
 
 
 @contextlib.contextmanager

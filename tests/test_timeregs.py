@@ -17,11 +17,9 @@ import time
 
 import pytest
 
-from exactgen import (BODY_MSR, DATA, DUMP, MSR_FP, MSR_ME, d_form, dump_and_exit, li32, mfspr, mtspr, pack,
-                      spr_form)
-from molpy.boot import bundled_guest
-from molpy.console import BufferConsole
-from molpy.machine import Machine, MachineConfig, Stop
+from exactgen import (DATA, DUMP, MSR_FP, MSR_ME, Program, bc, boot_exact, d_form, dump_and_exit, li32, mfspr,
+                      mtspr, pack, spr_form)
+from molpy.machine import Stop
 from molpy.timebase import TB_FREQ
 
 SITES = 600
@@ -35,14 +33,8 @@ KIND = {"mftb": "tbl", "mfspr 268": "tbl", "mfspr 284": "tbl",
         "mftbu": "tbu", "mfspr 269": "tbu", "mfspr 285": "tbu", "mfdec": "dec"}
 
 
-def _machine(code: bytes, msr: int) -> Machine:
-    m = Machine(MachineConfig(ram_mib=1, bootfile=str(bundled_guest("exact"))), BufferConsole())
-    m.boot()
-    view = m.memory.view
-    view[0x20000:0x20000 + len(code)] = code
-    view[BODY_MSR:BODY_MSR + 4] = msr.to_bytes(4, "big")
-    m.cpu.code_changed(0, 1 << 20)
-    return m
+def _machine(code: bytes, msr: int):
+    return boot_exact(Program(code, b"", 1, 0), msr, 0)
 
 
 def _program(rng: random.Random) -> tuple[bytes, list[str]]:
@@ -51,8 +43,8 @@ def _program(rng: random.Random) -> tuple[bytes, list[str]]:
     words = li32(3, UPPER) + [mtspr(285, 3)] + li32(3, 0) + [mtspr(284, 3)]     # TB = UPPER << 32
     words += li32(3, DEC_START) + [mtspr(22, 3)] + li32(4, DATA)
     for i, kind in enumerate(kinds):
-        words += [READS[kind](5), (36 << 26) | (5 << 21) | (4 << 16) | (4 * i)]  # stw r5, 4i(r4)
-        words += li32(6, rng.randrange(50, 400)) + [mtspr(9, 6), 0x4200_0000]    # mtctr; bdnz .
+        words += [READS[kind](5), d_form(36, 5, 4, 4 * i)]                    # stw r5, 4i(r4)
+        words += li32(6, rng.randrange(50, 400)) + [mtspr(9, 6), bc(16, 0, 0)]   # mtctr; bdnz .
     return pack(words + dump_and_exit()), kinds
 
 
