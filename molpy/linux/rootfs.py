@@ -28,7 +28,11 @@ def build_init(out: Path) -> None:
     r = subprocess.run([CROSS + "gcc", "-static", "-Os", "-Wall", "-o", str(out), str(src)],
                        capture_output=True, text=True)
     if r.returncode:
-        raise BuildError(f"compiling {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
+        lines = r.stderr.strip().splitlines()
+        first = next((line for line in lines if "error" in line), lines[-1] if lines else "no message")
+        hint = " (install libc6-dev-powerpc-cross: Debian's C library for the cross compiler)" \
+            if ".h: No such file" in first else ""
+        raise BuildError(f"compiling {src.name} failed: {first.strip()}{hint}")
 
 
 def make_disk(path: str, size_mib: int = 16) -> None:
