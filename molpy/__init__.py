@@ -8,7 +8,8 @@ The Python API (see README's "Use from Python")::
     machine.run(seconds=1); machine.reset()
 
 Names are imported when first used, so ``import molpy`` (and the CLI's start-up) pays
-for none of the core until it is needed.
+for none of the core until it is needed; molpy's engine is chosen as unicorn is first
+imported.
 """
 
 from __future__ import annotations
@@ -64,6 +65,23 @@ def _map_source_tree() -> None:
 
 _map_source_tree()
 
-from .engine import select as _select_engine  # noqa: E402  (before anything imports unicorn)
 
-_select_engine()
+
+class _EngineFirst:
+    """On sys.meta_path until unicorn is first imported: points the binding at molpy's
+    engine just before (molpy.engine.select), so that a process that never runs a guest
+    (``molpy run`` handed to the warm server) never pays for choosing it."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "unicorn":
+            if cls in sys.meta_path:
+                sys.meta_path.remove(cls)
+            from .engine import select
+
+            select()
+        return None
+
+
+if "unicorn" not in sys.modules:
+    sys.meta_path.insert(0, _EngineFirst)

@@ -1,7 +1,7 @@
-"""``python -m molpy``."""
+"""``python -m molpy``: the same entry as the ``molpy`` script (molpy.warm.client)."""
 
 import sys
 
-from .cli import main
+from .warm.client import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import Error
 
-COMMANDS = ("run", "cow", "img", "session", "fleet", "engine", "linux")   # modules of molpy.commands, each with add_parser() and main()
+COMMANDS = ("run", "cow", "img", "session", "fleet", "engine", "linux", "server")   # modules of molpy.commands, each with add_parser() and main()
 
 from .status import BROKEN_PIPE as EXIT_BROKEN_PIPE, BUG as EXIT_BUG, USAGE as EXIT_USAGE
 
@@ -41,9 +41,19 @@ class _Parser(argparse.ArgumentParser):
             (file or sys.stderr).write(message)
 
 
+_parsers: dict[str | None, argparse.ArgumentParser] = {}   # built once a process (the warm server's spare builds "run" ahead)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``, a command's name) the one command being run: a resume
     pays for no other command's module."""
+    only = only if only in COMMANDS else None
+    if only not in _parsers:
+        _parsers[only] = _new_parser(only)
+    return _parsers[only]
+
+
+def _new_parser(only: str | None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="molpy",
         description="Run PowerPC guests on a Unicorn core with Mac-on-Linux's block driver "
@@ -51,7 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         epilog="Run 'molpy COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"molpy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in (only,) if only in COMMANDS else COMMANDS:
+    for name in (only,) if only else COMMANDS:
         importlib.import_module(f"molpy.commands.{name}").add_parser(sub)
     return parser
 

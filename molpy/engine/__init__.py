@@ -82,13 +82,18 @@ def built() -> str | None:
     return folder if _trusted(os.path.join(folder, LIBRARY)) else None
 
 
+chosen: str | None = None     # the LIBUNICORN_PATH select() set (not the user's)
+
+
 def select() -> None:
     """Point the binding at molpy's engine, unless unicorn is already loaded or the user chose a library."""
     if "unicorn" in sys.modules or "LIBUNICORN_PATH" in os.environ or os.environ.get(OVERRIDE) == "stock":
         return
+    global chosen
     folder = built()
     if folder is not None:
         os.environ["LIBUNICORN_PATH"] = folder
+        chosen = folder
 
 
 def loaded_library() -> tuple[str, bool]:

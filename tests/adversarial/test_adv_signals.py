@@ -24,6 +24,7 @@ from conftest import LONG, count, tally
 from molpy.emulation.session import open_session
 from molpy.hostsignals import TERMINATING, signal_name
 from test_session import F12, saved_at_prompt
+import serverkit
 from test_terminal import Pty
 from waits import catches, piled_up, sleeping, wait_for
 
@@ -47,11 +48,32 @@ def pty_run(closing):
     return lambda *args, **kw: closing(Pty, *args, **kw)
 
 
-def test_every_terminating_signal_at_the_prompt(tmp_path, pty_run):
+@pytest.fixture(params=["alone", "served"])
+def molpy_pty(request, closing):
+    """`molpy run` on a pty, twice: molpy on its own, and handed to the warm server
+    (molpy.warm), which must then have served it. ``t.molpy_pid()``: the process that runs
+    the guest."""
+    def make(*args, **kw):
+        t = closing(Pty, *args, **kw)
+        t.molpy_pid = (lambda: t.proc.pid) if request.param == "alone" else (lambda: serverkit.worker_of(t.proc.pid))
+        return t
+
+    if request.param == "alone":
+        yield make
+        return
+    pid = serverkit.start()
+    try:
+        yield make
+        assert serverkit.served() > 0
+    finally:
+        serverkit.stop(pid)
+
+
+def test_every_terminating_signal_at_the_prompt(tmp_path, molpy_pty):
     rc = tmp_path / "molrc"
     rc.write_text("ram_size: 16\n")
     for signum in AT_PROMPT:
-        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t = molpy_pty("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"molpy> ")
         t.proc.send_signal(signum)
         status = t.wait(10)
@@ -63,11 +85,11 @@ def test_every_terminating_signal_at_the_prompt(tmp_path, pty_run):
     tally("every terminating signal at the prompt (status 128+signal, terminal restored)", len(AT_PROMPT))
 
 
-def test_ctrl_backslash_and_ctrl_c_keys(tmp_path, pty_run):
+def test_ctrl_backslash_and_ctrl_c_keys(tmp_path, molpy_pty):
     rc = tmp_path / "molrc"
     rc.write_text("ram_size: 16\n")
     for key, signum in ((b"\x1c", signal.SIGQUIT), (b"\x03", signal.SIGINT)):
-        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t = molpy_pty("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"molpy> ")
         t.send(key)
         assert t.wait(10) == 128 + signum
@@ -98,18 +120,19 @@ def _written(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
 
 
-def test_every_terminating_signal_during_a_save(tmp_path, pty_run, busy_session):
+def test_every_terminating_signal_during_a_save(tmp_path, molpy_pty, busy_session):
     session = tmp_path / "s.session"
     rc = tmp_path / "molrc"
     rc.write_text(f"ram_size: 256\nsession_file: {session}\nsession_readonly: no\n")
     for signum in DURING_SAVE:
         session.write_bytes(busy_session)
-        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t = molpy_pty("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"resumed session")
-        before = _written(t.proc.pid)
+        molpy = t.molpy_pid()                                  # the process that does the work
+        before = _written(molpy)
         t.send(F12)
         deadline = time.monotonic() + 20
-        while _written(t.proc.pid) < before + (16 << 20):       # the save is writing RAM now
+        while _written(molpy) < before + (16 << 20):       # the save is writing RAM now
             assert time.monotonic() < deadline and t.proc.poll() is None, t.output
             time.sleep(0.001)
         t.proc.send_signal(signum)
@@ -162,11 +185,11 @@ JOB_SHELL = textwrap.dedent("""
 """)
 
 
-def test_ctrl_z_gives_the_terminal_back_and_takes_it_again(tmp_path, pty_run):
+def test_ctrl_z_gives_the_terminal_back_and_takes_it_again(tmp_path, molpy_pty):
     rc = tmp_path / "molrc"
     rc.write_text("ram_size: 16\n")
     r, w = os.pipe()
-    t = pty_run(argv=[sys.executable, "-c", JOB_SHELL, str(w), "run", "-f", str(rc)], pass_fds=(w,),
+    t = molpy_pty(argv=[sys.executable, "-c", JOB_SHELL, str(w), "run", "-f", str(rc)], pass_fds=(w,),
                 cwd=tmp_path)
     os.close(w)
     reports = os.fdopen(r)
@@ -185,7 +208,7 @@ def test_ctrl_z_gives_the_terminal_back_and_takes_it_again(tmp_path, pty_run):
     tally("Ctrl-Z under a job-control shell (terminal given back, raw again on fg)", rounds)
 
 
-def test_session_truncated_under_the_running_guest(tmp_path, pty_run):
+def test_session_truncated_under_the_running_guest(tmp_path, molpy_pty):
     """Never a raw terminal, a hang or a core dump: the guest goes on (RAM detached in time)
     or molpy stops with one line naming the session file."""
     rc = tmp_path / "molrc"
@@ -193,7 +216,7 @@ def test_session_truncated_under_the_running_guest(tmp_path, pty_run):
     saved_at_prompt(rc)
     rounds = count(2, 20)
     for _ in range(rounds):
-        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t = molpy_pty("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"resumed session")
         os.truncate(tmp_path / "s.session", 8192)
         t.send(b"help\rexit 4\r")
@@ -368,12 +391,12 @@ def test_signals_during_a_cow_commit(tmp_path):
     tally("every terminating signal during `molpy cow commit` (finished, then 128+signal)", len(DURING_SAVE))
 
 
-def test_the_terminal_hangs_up(tmp_path, pty_run):
+def test_the_terminal_hangs_up(tmp_path, molpy_pty):
     """The terminal goes away (window closed): SIGHUP and EIO on every write; molpy ends, 129."""
     rc = tmp_path / "molrc"
     rc.write_text("ram_size: 16\n")
     for keys, busy in ((b"spin 3000\r", b"spin 3000\r\n"), (b"help\r" * 200, b"sum U [N]")):  # computing, printing
-        t = pty_run("run", "-f", str(rc), cwd=tmp_path)
+        t = molpy_pty("run", "-f", str(rc), cwd=tmp_path)
         t.read_until(b"molpy> ")
         t.send(keys)
         t.read_until(busy)                                    # the guest is at it

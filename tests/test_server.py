@@ -1,0 +1,187 @@
+"""The warm server (molpy.warm): `molpy server start`, then `molpy run` handed to it, as
+real processes on real terminals: output, exit status, F12 and resume, signals passed on,
+a killed client, a stale or untrusted server never used, and bad requests survived."""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+
+import pytest
+
+from serverkit import gone, run_cli, running, served, start, status, stop, worker_of
+from test_terminal import Pty
+from waits import wait_for
+
+F12 = b"\x1b[24~"
+
+
+@pytest.fixture
+def server(molpy_home):
+    """A server in this test's molpy folder; stopped (and its process checked gone) after."""
+    pid = start()
+    yield pid
+    stop(pid)
+
+
+@pytest.fixture
+def term(closing):
+    return lambda *args, **kw: closing(Pty, *args, **kw)
+
+
+def test_start_status_stop(molpy_home):
+    code, out = status()
+    assert code == 1 and "no server running" in out
+    r = run_cli("server", "start")
+    assert r.returncode == 0, r.stderr
+    pid = int(re.search(rb"pid (\d+)", r.stderr).group(1))
+    again = run_cli("server", "start")
+    assert again.returncode == 0 and b"already running" in again.stderr
+    code, out = status()
+    assert code == 0 and f"pid {pid}" in out and "serves this molpy: yes" in out
+    assert (molpy_home / "server").stat().st_mode & 0o777 == 0o700
+    r = run_cli("server", "stop")
+    assert r.returncode == 0 and b"server stopped" in r.stderr
+    wait_for(lambda: gone(pid), "the server's process to end")
+    assert status()[0] == 1
+    assert not (molpy_home / "server" / "server.sock").exists()
+
+
+def test_run_is_served_with_its_output_and_exit_status(server, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_text("ram_size: 32\n")
+    r = run_cli("run", "-f", "molrc", input=b"echo served warm\nexit 5\n", cwd=tmp_path)
+    assert r.returncode == 5, r.stderr
+    assert b"served warm" in r.stdout and b"molpy demo guest" in r.stdout
+    assert served() == 1
+    bad = run_cli("run", "-f", "no-such-molrc", cwd=tmp_path)       # a run's own error, served too
+    assert bad.returncode == 2 and bad.stderr.startswith(b"molpy: error: ") and b"Traceback" not in bad.stderr
+    assert served() == 2
+
+
+def test_terminal_f12_and_resume_through_the_server(server, term, tmp_path):
+    rc = tmp_path / "molrc"
+    settings = f"ram_size: 16\nsession_file: {tmp_path / 's.session'}\n"
+    rc.write_text(settings)
+    t = term("run", "-f", str(rc))
+    t.read_until(b"molpy> ")
+    t.send(b"ech")
+    t.read_until(b"molpy> ech")
+    t.send(F12)
+    assert t.wait() == 0 and b"session saved" in t.output
+    assert t.restored()
+    rc.write_text(settings + "session_readonly: yes\n")
+    session = (tmp_path / "s.session").read_bytes()
+    for _ in range(3):                               # the read-only session, resumed warm each time
+        t = term("run", "-f", str(rc))
+        t.read_until(b"resumed session")
+        t.read_until(b"molpy> ech")
+        t.send(b"o where\r")
+        t.read_until(b"where\r\n")
+        t.send(b"exit 2\r")
+        assert t.wait() == 2
+        assert t.restored()
+    assert served() == 4
+    assert (tmp_path / "s.session").read_bytes() == session
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_reach_the_served_run(server, term, signum):
+    t = term("run")
+    t.read_until(b"molpy> ")
+    worker_of(t.proc.pid)
+    t.proc.send_signal(signum)
+    assert t.wait() == 128 + signum
+    assert f"stopped by {signal.Signals(signum).name}".encode() in t.output
+    assert t.restored()
+    assert running() == {}
+
+
+def test_a_killed_client_ends_its_run_and_leaves_the_base_disk(server, term, tmp_path):
+    disk = tmp_path / "base.img"
+    disk.write_bytes(os.urandom(1 << 20))
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+    rc = tmp_path / "molrc"
+    rc.write_text(f"ram_size: 32\nblkdev: {disk} -rw -cow\ncow_dir: {tmp_path}\n")
+    t = term("run", "-f", str(rc))
+    t.read_until(b"molpy> ")
+    worker = worker_of(t.proc.pid)
+    t.proc.kill()                                    # SIGKILL: nothing is passed on
+    t.proc.wait()
+    wait_for(lambda: gone(worker), "the worker to end once its client died")
+    assert running() == {}
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+    r = run_cli("run", "-f", str(rc), input=b"exit 0\n")            # the server still serves
+    assert r.returncode == 0, r.stderr
+    assert served() == 2
+
+
+def test_a_stale_server_is_not_used(server, tmp_path):
+    changed = {"MOLPY_SOMETHING_NEW": "1"}              # read when molpy is imported: another molpy
+    r = run_cli("run", input=b"exit 4\n", env=changed)
+    assert r.returncode == 4
+    assert served() == 0
+    code, out = status(changed)
+    assert code == 0 and "serves this molpy: no" in out
+    r = run_cli("run", input=b"exit 4\n", env={"MOLPY_SERVER": "off"})
+    assert r.returncode == 4 and served() == 0
+
+
+def test_an_untrusted_folder_is_never_connected_to(server, molpy_home):
+    folder = molpy_home / "server"
+    folder.chmod(0o755)                                 # open to others: someone could plant a socket
+    try:
+        assert status()[0] == 1
+        r = run_cli("run", input=b"exit 6\n")
+        assert r.returncode == 6                        # run by the client itself
+    finally:
+        folder.chmod(0o700)
+    assert served() == 0
+
+
+def test_a_link_planted_at_the_folder_is_refused(molpy_home, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (molpy_home / "server").symlink_to(target)
+    r = run_cli("server", "start")
+    assert r.returncode == 2
+    assert r.stderr.count(b"\n") == 1 and b"symbolic link" in r.stderr
+    assert list(target.iterdir()) == []
+
+
+def _raw(folder, payload: bytes, fds=()) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.connect(str(folder / "server.sock"))
+        if fds:
+            s.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        else:
+            s.send(payload)
+        s.settimeout(30)
+        try:
+            return s.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+
+def test_bad_requests_are_refused_and_the_server_lives(server, molpy_home):
+    folder = molpy_home / "server"
+    open_fds = len(os.listdir(f"/proc/{server}/fd"))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        assert _raw(folder, b"\xff not json") == b""
+        assert _raw(folder, b"[1, 2]") == b""
+        assert _raw(folder, json.dumps({"op": "run"}).encode()) == b'{"refused": "bad request"}'
+        good = {"op": "run", "key": "x", "argv": ["run"], "cwd": "/", "env": {}, "umask": 18}
+        assert b"refused" in _raw(folder, json.dumps({**good, "argv": ["engine", "build"]}).encode(), [null] * 3)
+        assert b"refused" in _raw(folder, json.dumps({**good, "umask": -1}).encode(), [null] * 3)
+        assert b"stale" in _raw(folder, json.dumps(good).encode(), [null] * 3)
+        assert _raw(folder, json.dumps(good).encode(), [null] * 4) == b""      # too many descriptors
+    finally:
+        os.close(null)
+    assert served() == 0
+    wait_for(lambda: len(os.listdir(f"/proc/{server}/fd")) == open_fds, "the server to close what it was sent")
