@@ -7,6 +7,10 @@ shell as an initramfs, ``qemu-system-ppc -M mac99 -kernel`` booted to the prompt
 whole ``-loadvm`` process of a savevm made there until the shell answers a newline; molpy's
 resume is timed the same way (to the shell's answer to a newline typed as molpy resumes).
 
+Each resume and fresh boot is measured twice: every ``molpy run`` starting on its own, and
+with molpy's warm server running (``molpy server start``: the run is handed to a loaded
+molpy, molpy.warm), which leaves Python's own start-up and the client's handful of imports.
+
 Needs the kernel `molpy linux build` made; without it this benchmark has no rows and
 says so. Without QEMU or the qemu-mac99 kernel the QEMU rows say why they are not measured.
 """
@@ -77,6 +81,42 @@ def _python_floor(env: dict) -> float:
     return time.perf_counter() - start
 
 
+def _server(action: str, env: dict, tmp: str) -> None:
+    subprocess.run([sys.executable, "-m", "molpy", "server", action], env=env, cwd=tmp, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _warm(rc: str, env: dict, tmp: str) -> dict:
+    """The same runs with the warm server up; its own start is not timed."""
+    _server("start", env, tmp)
+    try:
+        _resumed(rc, env, tmp)                              # untimed
+        return {"answering": statistics.median(_resumed_answering(rc, env, tmp) for _ in range(7)),
+                "resumed": statistics.median(_resumed(rc, env, tmp) for _ in range(7)),
+                "fresh": statistics.median(_fresh(rc, env, tmp) for _ in range(3))}
+    finally:
+        _server("stop", env, tmp)
+
+
+def _python_start(env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+    return time.perf_counter() - start
+
+
+def _warm_rows(warm: dict, python: float, qemu: dict | None, blocked: str | None) -> list[dict]:
+    why = f"NOT MEASURED: {blocked}" if blocked else ""
+    return [{"name": "Linux, warm server: `molpy run` resumed until the shell answers, against `qemu-system-ppc -M mac99 -loadvm`",
+             "molpy": warm["answering"], "reference": qemu["loadvm"] if qemu else None, "unit": "s",
+             "ratio": qemu["loadvm"] / warm["answering"] if qemu else None, "target": ">= 2 (<= 0.5x)",
+             "note": why or f"as the row without the server, with `molpy server start` done first; of molpy's time "
+                            f"{python:.3f} s is Python's own start (`python -c pass`)"},
+            {"name": "Linux, warm server: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
+             "molpy": warm["resumed"], "reference": warm["fresh"], "unit": "s",
+             "ratio": warm["fresh"] / warm["resumed"], "target": ">= 8 (and <= 0.25 s)",
+             "note": "reference: the same command booting the kernel fresh (--fresh), also with the server up"}]
+
+
 def _qemu_rows(answering: float, fresh: float, floor: float, qemu: dict | None, blocked: str | None) -> list[dict]:
     why = f"NOT MEASURED: {blocked}" if blocked else ""
     return [{"name": "Linux: `molpy run` resumed until the shell answers, against `qemu-system-ppc -M mac99 -loadvm`",
@@ -89,7 +129,8 @@ def _qemu_rows(answering: float, fresh: float, floor: float, qemu: dict | None, 
              "molpy": floor, "reference": qemu["loadvm"] if qemu else None, "unit": "s",
              "ratio": qemu["loadvm"] / floor if qemu else None, "target": "-",
              "note": why or "a whole process that starts Python, loads Unicorn and exits; where this ratio is "
-                            "below 2, the resume target above is out of reach of any molpy process"},
+                            "below 2, the resume target above is out of reach of any molpy process starting on its own "
+                            "(the warm server's rows below hand the run to a loaded molpy)"},
             {"name": "Linux: fresh boot to the prompt, `molpy run --fresh` against `qemu-system-ppc -M mac99 -kernel`",
              "molpy": fresh, "reference": qemu["fresh"] if qemu else None, "unit": "s",
              "ratio": qemu["fresh"] / fresh if qemu else None, "target": "-",
@@ -128,8 +169,10 @@ def run() -> list[dict]:
         answering = statistics.median(_resumed_answering(rc, env, tmp) for _ in range(5))
         fresh = statistics.median(_fresh(rc, env, tmp) for _ in range(3))
         shell = statistics.median(_spin_in_shell(rc, env, tmp) for _ in range(3))
+        warm = _warm(rc, env, tmp)
         _python_floor(env)                                  # untimed
         floor = statistics.median(_python_floor(env) for _ in range(7))
+        python = statistics.median(_python_start(env) for _ in range(7))
         timed_run(MachineConfig(), "spin 10")                # warm
         bare = statistics.median(timed_run(MachineConfig(), f"spin {SPIN_MILLIONS}") for _ in range(3))
         try:
@@ -137,7 +180,7 @@ def run() -> list[dict]:
         except qemu_linux.Blocked as e:
             qemu, blocked = None, str(e)
             print(f"bench_linux: QEMU not measured: {blocked}", file=sys.stderr)
-    return _qemu_rows(answering, fresh, floor, qemu, blocked) + [{"name": "Linux: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
+    return _qemu_rows(answering, fresh, floor, qemu, blocked) + _warm_rows(warm, python, qemu, blocked) + [{"name": "Linux: `molpy run` resumed to the shell's prompt (read-only session, -cow)",
              "molpy": resumed, "reference": fresh, "unit": "s", "ratio": fresh / resumed,
              "target": ">= 8 (and <= 0.25 s)",
              "note": "reference: the same command booting the kernel fresh (--fresh) to the prompt; "

@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import sys
+import textwrap
 
 import pytest
 
@@ -185,3 +187,45 @@ def test_bad_requests_are_refused_and_the_server_lives(server, molpy_home):
         os.close(null)
     assert served() == 0
     wait_for(lambda: len(os.listdir(f"/proc/{server}/fd")) == open_fds, "the server to close what it was sent")
+
+
+# A shell's `molpy run &`: molpy in a process group of its own that is not the terminal's
+# foreground; the script reports how it ended or stopped.
+BACKGROUND = textwrap.dedent("""
+    import os, signal, sys
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        os.execv(sys.executable, [sys.executable, "-m", "molpy", *sys.argv[1:]])
+    os.setpgid(pid, pid)
+    _, st = os.waitpid(pid, os.WUNTRACED)
+    print("stopped" if os.WIFSTOPPED(st) else "ended", os.WSTOPSIG(st) if os.WIFSTOPPED(st)
+          else os.waitstatus_to_exitcode(st), flush=True)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+""")
+
+
+def test_a_run_in_the_background_is_not_served_and_stops_at_the_terminal(server, term, tmp_path):
+    rc = tmp_path / "molrc"
+    rc.write_text("ram_size: 16\n")
+    t = term(argv=[sys.executable, "-c", BACKGROUND, "run", "-f", str(rc)])
+    t.read_until(b"stopped %d" % signal.SIGTTOU)      # as molpy on its own: it may not take the terminal
+    assert t.wait() == 0
+    assert served() == 0
+
+
+def test_a_killed_server_hangs_its_runs_up(molpy_home, term):
+    pid = start()
+    t = term("run")
+    t.read_until(b"molpy> ")
+    worker = worker_of(t.proc.pid)
+    spare = [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split() if int(p) != worker]
+    os.kill(pid, signal.SIGKILL)
+    assert t.wait() == 128 + signal.SIGHUP             # the worker's own report: stopped by SIGHUP
+    assert b"molpy: stopped by SIGHUP" in t.output and t.restored()
+    for p in [worker, *spare]:
+        wait_for(lambda: gone(p), f"process {p} of the killed server to end")
+    r = run_cli("run", input=b"exit 3\n")               # no server: the run starts on its own
+    assert r.returncode == 3
+    assert status()[0] == 1

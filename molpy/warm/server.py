@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 
 from . import LOCK_NAME, SOCKET_NAME, at, code_key, open_folder, receive, same_molpy, send
 from ..files import FileLocked, lock
@@ -26,6 +27,7 @@ NOT_PRELOADED = ("molpy.fleet", "molpy.warm.client", "molpy.__main__")
 
 
 CHECK_EVERY = 30.0     # seconds between checks that the socket is still the server's
+MAX_SPARES_LOST = 3    # spares dying before any run: stop making them (runs then start on their own)
 
 
 class ServerError(Exception):
@@ -62,6 +64,7 @@ class Server:
         self.stopping = False
         self.workers: dict[int, tuple[int, socket.socket | None, int]] = {}  # pidfd -> (pid, client's connection, client's pid)
         self.spare: tuple[int, int, socket.socket] | None = None          # (pidfd, pid, control)
+        self._spares_lost = 0                  # spares that died waiting, in a row
         self._lock_fd = os.open(at(self.folder_fd, LOCK_NAME),
                                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
@@ -92,11 +95,14 @@ class Server:
             if not ready and not self.stopping and _identity(at(self.folder_fd, SOCKET_NAME)) != self._socket_id:
                 self.stop()                  # the socket was removed or replaced: nobody can reach us
             for key, _ in ready:
-                if key.fileobj is self.listener:
-                    self._accept()
-                else:
-                    self._reap(key.fileobj)
-            if self.spare is None and not self.stopping:
+                try:
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    else:
+                        self._reap(key.fileobj)
+                except Exception:              # noqa: BLE001 (a bug here must not end the runs under way)
+                    traceback.print_exc()
+            if self.spare is None and not self.stopping and self._spares_lost < MAX_SPARES_LOST:
                 self._fork_spare()
         self.selector.close()
 
@@ -185,6 +191,7 @@ class Server:
         finally:
             control.close()
         self.served += 1
+        self._spares_lost = 0
         self.workers[pidfd] = (pid, conn, client)
         send(conn, {"started": pid})
         return True
@@ -220,6 +227,8 @@ class Server:
         if self.spare is not None and self.spare[0] == pidfd:     # died waiting: make another
             self.spare[2].close()
             self.spare = None
+            self._spares_lost += 1
+            print(f"molpy server: the spare worker {pid} ended ({status:#x}) before a run", file=sys.stderr, flush=True)
         if conn is None:
             return
         code = os.waitstatus_to_exitcode(status)
@@ -252,7 +261,11 @@ def spare_worker(control: socket.socket) -> None:
     """In a forked spare: wait for the server to hand over a run, then become it."""
     _python_signals()
     os.setpgid(0, 0)
-    rehearse()
+    _hang_up_with_the_server()
+    try:
+        rehearse()
+    except Exception:                          # noqa: BLE001 (only a head start: the run says what is wrong)
+        pass
     try:
         request, fds = receive(control, max_fds=4)
     except (OSError, ValueError):
@@ -262,6 +275,17 @@ def spare_worker(control: socket.socket) -> None:
     control.close()
     conn = socket.socket(fileno=fds[0])
     run_worker(conn, request, fds[1:])
+
+
+def _hang_up_with_the_server() -> None:
+    """SIGHUP when the server dies (killed): the run stops as on a hung-up terminal instead
+    of going on with nobody to report its status."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
+    if os.getppid() == 1:                     # it died before that took effect
+        os._exit(0)
 
 
 def rehearse() -> None:
@@ -298,7 +322,7 @@ def run_worker(conn: socket.socket, request: dict, fds: list[int]) -> None:
     threading.Thread(target=_hang_up_with, args=(conn,), daemon=True).start()
     from ..cli import main
 
-    status = main(request["argv"], process=True)
+    status = main(request["argv"], process=True) & 0xFF
     try:
         atexit._run_exitfuncs()
     finally:
@@ -307,7 +331,11 @@ def run_worker(conn: socket.socket, request: dict, fds: list[int]) -> None:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os._exit(status & 0xFF)
+        try:
+            send(conn, {"exit": status})     # said by the server too, unless it is gone
+        except OSError:
+            pass
+        os._exit(status)
 
 
 def _python_signals() -> None:
