@@ -180,7 +180,9 @@ def test_bad_requests_are_refused_and_the_server_lives(server, molpy_home):
         assert _raw(folder, json.dumps({"op": "run"}).encode()) == b'{"refused": "bad request"}'
         good = {"op": "run", "key": "x", "argv": ["run"], "cwd": "/", "env": {}, "umask": 18}
         assert b"refused" in _raw(folder, json.dumps({**good, "argv": ["engine", "build"]}).encode(), [null] * 3)
-        assert b"refused" in _raw(folder, json.dumps({**good, "umask": -1}).encode(), [null] * 3)
+        for bad in ({"umask": -1}, {"umask": True}, {"cwd": "relative"}, {"cwd": "/\0"},
+                    {"env": {"A=B": "c"}}, {"env": {"A": "\0"}}, {"env": {"": "x"}}, {"argv": ["run", 3]}):
+            assert b"bad request" in _raw(folder, json.dumps({**good, **bad}).encode(), [null] * 3), bad
         assert b"stale" in _raw(folder, json.dumps(good).encode(), [null] * 3)
         assert _raw(folder, json.dumps(good).encode(), [null] * 4) == b""      # too many descriptors
     finally:

@@ -248,13 +248,20 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def _valid_run(message: dict, fds: list[int]) -> dict | None:
+    """The run request's fields, or None when one is not what a client sends."""
     argv, cwd, env, umask = (message.get(k) for k in ("argv", "cwd", "env", "umask"))
-    if (len(fds) != 3 or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
-            or argv[:1] != ["run"] or not isinstance(cwd, str) or not isinstance(env, dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-            or not isinstance(umask, int) or not 0 <= umask <= 0o777):
+    if (len(fds) != 3 or not isinstance(argv, list) or argv[:1] != ["run"]
+            or not all(isinstance(a, str) and "\0" not in a for a in argv)
+            or not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd
+            or not isinstance(env, dict) or not all(_env_entry(k, v) for k, v in env.items())
+            or not isinstance(umask, int) or isinstance(umask, bool) or not 0 <= umask <= 0o777):
         return None
     return {"argv": argv, "cwd": cwd, "env": env, "umask": umask}
+
+
+def _env_entry(name, value) -> bool:
+    return (isinstance(name, str) and isinstance(value, str) and name != "" and "=" not in name
+            and "\0" not in name and "\0" not in value)
 
 
 def spare_worker(control: socket.socket) -> None:
