@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from typing import Iterator
 
 from .status import SIGNAL_BASE
@@ -159,11 +160,19 @@ class SignalGuard:
         if signum == signal.SIGCONT:
             self._tell("resume")
             return
+        # Outside any section only the first signal raises: the cleanup it starts runs to the end.
+        mode = self._modes[-1] if self._modes else (_DEFER if self._raised else _RAISE)
+        if mode == _RAISE and _swallowed_at(frame):
+            # Again in a millisecond, from another thread: by then the callback has returned
+            # (if not, this comes round once more). Not at once: the handler would run again
+            # inside itself, still in the callback.
+            again = threading.Timer(0.001, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
         if self.received is None:
             self.received = signum
         self._tell("on_signal", signum)
-        # Outside any section only the first signal raises: the cleanup it starts runs to the end.
-        mode = self._modes[-1] if self._modes else (_DEFER if self._raised else _RAISE)
         if mode == _RAISE:
             self._raised = True
             raise SignalExit(signum)
@@ -182,6 +191,18 @@ class SignalGuard:
             fn = getattr(listener, what, None)
             if fn is not None:
                 fn(*args)
+
+
+def _swallowed_at(frame) -> bool:
+    """Whether an exception raised at ``frame`` would be printed and dropped by Python: in a
+    weakref callback (the import system's module-lock callback runs during any import) or
+    in a ``__del__``; SignalExit there would end nothing and print a traceback."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "cb" and "importlib._bootstrap" in code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
 
 
 _current: SignalGuard | None = None

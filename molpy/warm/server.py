@@ -19,18 +19,18 @@ import time
 import traceback
 
 from . import LOCK_NAME, SOCKET_NAME, at, code_key, open_folder, receive, same_molpy, send
+from ..errors import HostError
 from ..files import FileLocked, lock
 
-# Not loaded ahead: Ray (molpy.fleet) is large and no ``molpy run`` needs it; the client
-# itself is never the server's.
-NOT_PRELOADED = ("molpy.fleet", "molpy.warm.client", "molpy.__main__")
-
+# Not loaded ahead: Ray (molpy.fleet) is large and no ``molpy run`` needs it; importing
+# molpy.__main__ would run the CLI.
+NOT_PRELOADED = ("molpy.fleet", "molpy.__main__")
 
 CHECK_EVERY = 30.0     # seconds between checks that the socket is still the server's
 MAX_SPARES_LOST = 3    # spares dying before any run: stop making them (runs then start on their own)
 
 
-class ServerError(Exception):
+class ServerError(HostError):
     """The server cannot start (one line, for ``molpy server start``)."""
 
 

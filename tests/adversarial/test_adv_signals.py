@@ -295,6 +295,31 @@ def test_a_signal_during_start_up_is_held_until_molpy_can_report_it():
     assert r.stdout.split() == [b"held", b"raised", b"143"], r
 
 
+def test_a_signal_inside_a_weakref_callback_is_raised_after_it():
+    """A signal that lands in a weakref callback (the import system's module-lock callback
+    runs during every import): Python prints and drops an exception raised there, so a
+    SIGTERM during one of molpy's imports once gave a traceback on stderr beside the line."""
+    script = textwrap.dedent("""
+        import os, signal, time, weakref
+        from molpy.hostsignals import SignalExit, SignalGuard
+        guard = SignalGuard().install()
+        space = {"os": os, "signal": signal}
+        exec(compile("def cb(ref):\\n    os.kill(os.getpid(), signal.SIGTERM)\\n    x = 1\\n    return x\\n",
+                     "<frozen importlib._bootstrap>", "exec"), space)
+        class Thing: pass
+        thing = Thing()
+        ref = weakref.ref(thing, space["cb"])
+        try:
+            del thing                                   # the callback runs here
+            time.sleep(20)                              # until the signal comes back (at once, or never)
+            print("not raised", flush=True)
+        except SignalExit as e:
+            print("raised", e.status, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert r.stdout.split() == [b"raised", b"143"] and r.stderr == b"", r
+
+
 def test_sigterm_the_moment_molpy_takes_it(tmp_path):
     """SIGTERM sent as soon as molpy's handler is in place (waited for, no guess): every
     time 143 and one line, never a traceback."""
