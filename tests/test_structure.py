@@ -119,12 +119,12 @@ def test_the_finder_sees_function_level_cycles(tmp_path):
     assert imports_at_module_level("p.a", known["p.a"], known) == set()
 
 
-CLI = ("molpy.cli", "molpy.commands", "molpy.__main__", "molpy.warm.client")   # the last: the `molpy` script's entry
+CLI = ("molpy.cli", "molpy.commands", "molpy.__main__", "molpy.warm")   # the last: the script's entry, the warm server
 
 
 def test_lower_layers_never_import_the_cli():
-    """Only the CLI (molpy/cli.py, molpy/commands/, ``python -m molpy`` and the ``molpy``
-    script's entry, molpy.warm.client) imports the CLI."""
+    """Only the CLI (molpy/cli.py, molpy/commands/, ``python -m molpy``, and molpy.warm: the
+    ``molpy`` script's entry and the warm server's workers, which run the CLI) imports the CLI."""
     known = modules()
     for name, path in known.items():
         if name.startswith(CLI):
