@@ -9,12 +9,12 @@ import signal
 import sys
 
 from ..hostsignals import TERMINATING
+from ..status import BUG
 from . import socket, SOCKET_NAME, at, code_key, folder_path, open_folder, receive, send
 
 # What the client passes on to its worker: every signal that would end or stop molpy
 # (SIGKILL and SIGSTOP cannot be caught; the worker sees the client's death as SIGHUP).
 FORWARDED = TERMINATING + (signal.SIGTSTP, signal.SIGCONT)
-GONE = 70      # the server ended before it reported the run's status (molpy.status.BUG)
 
 
 def main() -> int:
@@ -106,7 +106,7 @@ def _follow(sock, pid: int) -> int:
             if message is None:
                 sys.stderr.write("molpy: error: the warm server ended during the run "
                                  "(its log: molpy's data folder, server/server.log)\n")
-                return GONE
+                return BUG                # the server ended before it reported the status
             if isinstance(message.get("exit"), int):
                 return message["exit"]
     finally:

@@ -112,10 +112,12 @@ class Server:
             return
         self.stopping = True
         self.selector.unregister(self.listener)
-        try:
-            os.unlink(at(self.folder_fd, SOCKET_NAME))
-        except OSError:
-            pass
+        path = at(self.folder_fd, SOCKET_NAME)
+        if _identity(path) == self._socket_id:      # not a newer server's socket at the name
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         self.listener.close()
         if self.spare is not None:
             self.spare[2].close()            # the spare sees the end and exits
