@@ -14,8 +14,6 @@ imported.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 
@@ -38,6 +36,8 @@ def __getattr__(name: str):
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'molpy' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -56,6 +56,8 @@ def _map_source_tree() -> None:
         init = os.path.join(root, name, "__init__.py")
         if full in sys.modules or os.path.isdir(os.path.join(here, name)) or not os.path.isfile(init):
             continue
+        import importlib.util
+
         spec = importlib.util.spec_from_file_location(full, init, submodule_search_locations=[os.path.dirname(init)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[full] = module

@@ -18,19 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
-from typing import Iterator
+from collections.abc import Iterator
 
+from .signalset import JOB_CONTROL, TERMINATING
 from .status import SIGNAL_BASE
-
-# Signals whose default action ends the process and that arrive from outside.
-# SIGPIPE and SIGXFSZ stay ignored (Python's choice: the write fails with EPIPE/EFBIG
-# and molpy reports it); faults are handled by molpy.crashnet.
-TERMINATING = tuple(s for s in (
-    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
-    signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
-    getattr(signal, "SIGPWR", None), getattr(signal, "SIGSTKFLT", None), getattr(signal, "SIGIO", None),
-    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) if s is not None)
 
 _RAISE, _DEFER = "raise", "defer"
 
@@ -74,7 +65,8 @@ class SignalGuard:
     def install(self) -> "SignalGuard":
         """Take every terminating signal still at its default, and SIGTSTP/SIGCONT."""
         global _current
-        for signum in TERMINATING + (signal.SIGTSTP, signal.SIGCONT):
+        import threading  # noqa: F401  (for _handle, which must import nothing new)
+        for signum in TERMINATING + JOB_CONTROL:
             old = signal.getsignal(signum)
             if old not in (signal.SIG_DFL, signal.default_int_handler):
                 continue                    # someone else handles it (or ignores it on purpose)
@@ -166,6 +158,8 @@ class SignalGuard:
             # Again in a millisecond, from another thread: by then the callback has returned
             # (if not, this comes round once more). Not at once: the handler would run again
             # inside itself, still in the callback.
+            import threading                    # loaded by install(): nothing is imported here
+
             again = threading.Timer(0.001, os.kill, (os.getpid(), signum))
             again.daemon = True
             again.start()

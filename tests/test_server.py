@@ -177,7 +177,9 @@ def test_bad_requests_are_refused_and_the_server_lives(server, molpy_home):
     try:
         assert _raw(folder, b"\xff not json") == b""
         assert _raw(folder, b"[1, 2]") == b""
-        assert _raw(folder, json.dumps({"op": "run"}).encode()) == b'{"refused": "bad request"}'
+        assert _raw(folder, b"[" * 100_000) == b""                              # nested beyond any parser
+        assert _raw(folder, b'{"op": "status"} {}') == b""                      # not one object
+        assert json.loads(_raw(folder, json.dumps({"op": "run"}).encode())) == {"refused": "bad request"}
         good = {"op": "run", "key": "x", "argv": ["run"], "cwd": "/", "env": {}, "umask": 18}
         assert b"refused" in _raw(folder, json.dumps({**good, "argv": ["engine", "build"]}).encode(), [null] * 3)
         for bad in ({"umask": -1}, {"umask": True}, {"cwd": "relative"}, {"cwd": "/\0"},

@@ -18,11 +18,11 @@ This module is what client and server share; it imports nothing but the standard
 
 from __future__ import annotations
 
+import _json                 # json's C half: json itself loads re and enum, which the client has no use for
 import _socket as socket     # the C module: socket.py's enums and selectors cost the client time
-import array
-import json
 import os
 import stat
+import struct
 import sys
 
 SOCKET_NAME = "server.sock"
@@ -118,10 +118,48 @@ def same_molpy(server: str, client: str, chosen: str | None) -> bool:
     return theirs == set(server.split("\n"))
 
 
+class _Strict:
+    """What the C scanner reads from a json.JSONDecoder: plain JSON, no hooks."""
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str):
+        raise ValueError(f"{name} is not JSON")
+
+
+def _not_json(value):
+    raise TypeError(f"{type(value).__name__} is not sent")
+
+
+_scan = _json.make_scanner(_Strict())
+_encode = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+
+def encode(message: dict) -> bytes:
+    return "".join(_encode(message, 0)).encode("ascii")
+
+
+def decode(data: bytes) -> dict:
+    """One JSON object, the whole of ``data``; ValueError for anything else."""
+    text = data.decode("ascii", "strict")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration as e:
+        raise ValueError(f"not JSON at {e.value}") from None
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if end != len(text) or not isinstance(value, dict):
+        raise ValueError("not one JSON object")
+    return value
+
+
 def send(sock, message: dict, fds: list[int] = ()) -> None:
-    data = json.dumps(message).encode("utf-8", "surrogateescape")
+    data = encode(message)
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
     else:
         sock.send(data)
 
@@ -129,20 +167,17 @@ def send(sock, message: dict, fds: list[int] = ()) -> None:
 def receive(sock, max_fds: int = 0) -> tuple[dict | None, list[int]]:
     """One message (None at the end of the stream) and the descriptors that came with it.
     Anything that is not a JSON object is refused with ValueError (its descriptors closed)."""
-    fds = array.array("i")
-    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(max(max_fds, 1) * fds.itemsize))
+    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(max(max_fds, 1) * 4))
+    received: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    received = list(fds)
+            received += struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) - len(payload) % 4])
     if not data and not received:
         return None, []
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(received) > max_fds:
             raise ValueError("the message is too long or carries too many descriptors")
-        message = json.loads(data.decode("utf-8", "surrogateescape"))
-        if not isinstance(message, dict):
-            raise ValueError("the message is not a JSON object")
+        message = decode(data)
     except ValueError:
         for fd in received:
             os.close(fd)

@@ -4,17 +4,17 @@ this process as before. MOLPY_SERVER=off never uses the server."""
 
 from __future__ import annotations
 
+import _signal as signal     # not `signal`: its enums cost more than the rest of the client
 import os
-import signal
 import sys
 
-from ..hostsignals import TERMINATING
+from ..signalset import JOB_CONTROL, TERMINATING
 from ..status import BUG
 from . import socket, SOCKET_NAME, at, code_key, folder_path, open_folder, receive, send
 
 # What the client passes on to its worker: every signal that would end or stop molpy
 # (SIGKILL and SIGSTOP cannot be caught; the worker sees the client's death as SIGHUP).
-FORWARDED = TERMINATING + (signal.SIGTSTP, signal.SIGCONT)
+FORWARDED = TERMINATING + JOB_CONTROL
 
 
 def main() -> int:
