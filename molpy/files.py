@@ -160,7 +160,8 @@ def own_folder(parent: str, name: str, *, what: str = "molpy's folder") -> str:
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             try:
-                kind = kind_of(os.lstat(path).st_mode)
+                mode = os.lstat(path).st_mode
+                kind = "a regular file" if stat.S_ISREG(mode) else kind_of(mode)
             except OSError:
                 kind = "not a folder"
             raise HostFileError(path, f"{what} is {kind}; molpy does not follow it (remove it: "

@@ -146,6 +146,15 @@ def test_an_untrusted_folder_is_never_connected_to(server, molpy_home):
     assert served() == 0
 
 
+def test_a_folder_open_to_others_is_not_served_from(molpy_home):
+    folder = molpy_home / "server"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    r = run_cli("server", "start")
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"chmod 700" in r.stderr, r.stderr
+    assert list(folder.iterdir()) == []
+
+
 def test_a_link_planted_at_the_folder_is_refused(molpy_home, tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()

@@ -33,10 +33,19 @@ def add_parser(sub) -> None:
 
 
 def _folder() -> str:
+    """The server's folder, made 0700; one that others may write into is refused (they could
+    put their own socket where ``molpy run`` connects)."""
     from ..files import data_dir, own_folder
-    from ..warm import FOLDER_NAME
+    from ..warm import FOLDER_NAME, open_folder
 
-    return own_folder(data_dir(), FOLDER_NAME, what="molpy's server folder")
+    folder = own_folder(data_dir(), FOLDER_NAME, what="molpy's server folder")
+    fd = open_folder(folder)
+    if fd is None:
+        mode = os.stat(folder).st_mode & 0o777
+        raise CommandError(f"{folder}: molpy's server folder is open to other users (mode {mode:04o}); "
+                           f"molpy serves only from a folder closed to them: chmod 700 {folder}")
+    os.close(fd)
+    return folder
 
 
 def _ask(op: str) -> dict | None:

@@ -347,6 +347,7 @@ def test_molpys_folders_refuse_what_is_planted_at_their_names(tmp_path, planted,
                        env={**os.environ, "MOLPY_HOME": str(tmp_path / "home2")}, cwd=tmp_path)
     err = r.stderr.decode()
     assert r.returncode != 0 and "Traceback" not in err and "home2" in err and err.count("\n") == 1, err
+    assert ("is a regular file" if planted == "file" else "is a symbolic link") in err, err
     assert list(elsewhere.iterdir()) == []
     tally("things planted at molpy's folders", 2)
 
