@@ -74,7 +74,8 @@ def head():
         assert p.poll() is None, (folder / "head.log").read_text()
         assert address_file.read_text().strip() == f"127.0.0.1:{port}"
         yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{ports['--ray-client-server-port']}",
-               "env": ray_env(token), "pid": p.pid}
+               "env": ray_env(token), "pid": p.pid,
+               "proxy_log": folder / "ray" / "session_latest" / "logs" / "ray_client_server.err"}
     finally:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -101,18 +102,42 @@ def unshare_works() -> bool:
     return r.returncode == 0
 
 
-def run_private(session: Path, hidden: Path, args: list[str], env: dict) -> subprocess.CompletedProcess:
+def run_private(session: Path, hidden: Path, args: list[str], env: dict,
+                given_up=lambda: False) -> subprocess.CompletedProcess | None:
     """`molpy fleet run` in a mount namespace of its own, with the session copied into a
     tmpfs mounted at ``hidden`` there only: in the head's (and so the workers') view,
     ``hidden`` stays an empty folder, so a worker that opened the driver's session path
-    would find nothing. The driver runs from ``hidden`` too."""
+    would find nothing. The driver runs from ``hidden`` too. None (the run killed) once
+    ``given_up()`` says the cluster failed it."""
     copy = hidden / "s.session"
     script = (f"mount -t tmpfs -o size=64m molpy-fleet-test {shlex.quote(str(hidden))} && "
               f"cp {shlex.quote(str(session))} {shlex.quote(str(copy))} && cd {shlex.quote(str(hidden))} && "
               f"exec {shlex.quote(sys.executable)} -m molpy fleet run {shlex.quote(str(copy))} "
               + " ".join(shlex.quote(a) for a in args))
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                          stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=DEADLINE)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        try:
+            wait_for(lambda: p.poll() is not None or given_up(), "molpy fleet run to end")
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        if given_up():
+            return None
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read())
+
+
+PROXY_FAILED = "SpecificServer startup failed"     # Ray Client's proxy lost the server it started for a client
+
+
+def proxy_failures(head) -> int:
+    try:
+        return head["proxy_log"].read_text(errors="replace").count(PROXY_FAILED)
+    except OSError:
+        return 0
 
 
 @pytest.mark.parametrize("how", ["address", "auto", "client"])
@@ -137,7 +162,16 @@ def test_join_a_running_cluster(head, session, tmp_path, how):
     else:
         args += ["--address", "auto"]
         env["RAY_ADDRESS"] = head["address"]
-    r = run_private(session, hidden, args, env)
+    # Ray Client's proxy starts a server for each client; on a loaded host that process has
+    # died at its start (the head's log says PROXY_FAILED, after gRPC's "skipping fork()
+    # handlers") and the client then waits for it until its deadline. That is Ray's, not
+    # molpy's: such a run is stopped and made once more, and only that once.
+    for attempt in range(2):
+        before = proxy_failures(head)
+        r = run_private(session, hidden, args, env, given_up=lambda: proxy_failures(head) > before)
+        if r is not None:
+            break
+    assert r is not None, f"Ray Client's proxy failed to start its server twice ({PROXY_FAILED})"
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
     assert b"Traceback" not in r.stderr
     results = [json.loads(line) for line in out.read_text().splitlines()]
