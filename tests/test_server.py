@@ -123,6 +123,25 @@ def test_a_killed_client_ends_its_run_and_leaves_the_base_disk(server, term, tmp
     assert served() == 2
 
 
+def test_stop_lets_the_runs_under_way_end_first(molpy_home, term, tmp_path):
+    diskless = tmp_path / "molrc"
+    diskless.write_text("ram_size: 16\n")
+    pid = start()
+    t = term("run")
+    t.read_until(b"molpy> ")
+    worker = worker_of(t.proc.pid)
+    r = run_cli("server", "stop")
+    assert r.returncode == 0 and b"when its 1 run(s) do (pid %d for pid %d)" % (worker, t.proc.pid) in r.stderr, r.stderr
+    assert status()[0] == 1                              # it takes no more runs ...
+    assert run_cli("run", "-f", str(diskless), input=b"exit 9\n").returncode == 9    # ... so this one runs on its own
+    assert not gone(pid)                                 # ... but it still serves the one under way
+    t.send(b"echo still here\r")
+    t.read_until(b"still here\r\n")
+    t.send(b"exit 4\r")
+    assert t.wait() == 4
+    wait_for(lambda: gone(pid), "the server to end with its last run")
+
+
 def test_a_stale_server_is_not_used(server, tmp_path):
     changed = {"MOLPY_SOMETHING_NEW": "1"}              # read when molpy is imported: another molpy
     r = run_cli("run", input=b"exit 4\n", env=changed)

@@ -10,6 +10,7 @@ import time
 from ..cli import CommandError, say
 
 NOT_RUNNING = 1     # `server status`: no server of this molpy answers
+STOP_WAIT = 10.0    # seconds `server stop` waits for an idle server to end
 
 
 def add_parser(sub) -> None:
@@ -101,18 +102,24 @@ def stop(args: argparse.Namespace) -> int:
     if reply is None:
         say("molpy: no server is running")
         return 0
-    pid, running = reply.get("pid"), _runs(reply)
-    if running:
-        say(f"molpy: the server (pid {pid}) takes no more runs; it ends when its {len(running)} "
-            f"run(s) do ({running})")
+    pid, runs = reply.get("pid"), reply.get("running") or []
+    if runs:
+        say(f"molpy: the server (pid {pid}) takes no more runs; it ends when its {len(runs)} "
+            f"run(s) do ({_runs(reply)})")
         return 0
     try:
         pidfd = os.pidfd_open(pid)
     except (OSError, TypeError):
         pidfd = None                    # already gone
     if pidfd is not None:
-        with os.fdopen(pidfd) as f:
-            select.select([f], [], [], 10)
+        try:
+            ended = bool(select.select([pidfd], [], [], STOP_WAIT)[0])
+        finally:
+            os.close(pidfd)
+        if not ended:
+            say(f"molpy: the server (pid {pid}) takes no more runs but has not ended within {STOP_WAIT:.0f} s "
+                f"(its log: {_folder()}/server.log)")
+            return 1
     say(f"molpy: server stopped (pid {pid})")
     return 0
 

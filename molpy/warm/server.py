@@ -200,6 +200,7 @@ class Server:
 
     def _fork_spare(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        server = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
@@ -212,7 +213,7 @@ class Server:
                     os.close(pidfd)
                     if other is not None:
                         other.close()
-                spare_worker(theirs)
+                spare_worker(theirs, server)
             finally:
                 os._exit(70)
         theirs.close()
@@ -266,11 +267,11 @@ def _env_entry(name, value) -> bool:
             and "\0" not in name and "\0" not in value)
 
 
-def spare_worker(control: socket.socket) -> None:
+def spare_worker(control: socket.socket, server: int) -> None:
     """In a forked spare: wait for the server to hand over a run, then become it."""
     _python_signals()
     os.setpgid(0, 0)
-    _hang_up_with_the_server()
+    _hang_up_with_the_server(server)
     try:
         rehearse()
     except Exception:                          # noqa: BLE001 (only a head start: the run says what is wrong)
@@ -286,14 +287,14 @@ def spare_worker(control: socket.socket) -> None:
     run_worker(conn, request, fds[1:])
 
 
-def _hang_up_with_the_server() -> None:
+def _hang_up_with_the_server(server: int) -> None:
     """SIGHUP when the server dies (killed): the run stops as on a hung-up terminal instead
     of going on with nobody to report its status."""
     import ctypes
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
-    if os.getppid() == 1:                     # it died before that took effect
+    if os.getppid() != server:                # it died before that took effect
         os._exit(0)
 
 
