@@ -18,6 +18,7 @@ import pytest
 from molpy.linux.build import cached_vmlinux
 from molpy.linux.rootfs import make_disk
 
+import serverkit
 from test_terminal import Pty
 
 F12 = b"\x1b[24~"
@@ -65,7 +66,20 @@ def linux(tmp_path):
     return tmp_path, disk, rc
 
 
-def test_boot_write_f12_then_readonly_cow_resumes(linux):
+@pytest.fixture(params=["alone", "served"])
+def how(request):
+    """molpy on its own, or every run handed to the warm server (which must serve them)."""
+    if request.param == "alone":
+        yield request.param
+        return
+    pid = serverkit.start()
+    try:
+        yield request.param
+    finally:
+        serverkit.stop(pid)
+
+
+def test_boot_write_f12_then_readonly_cow_resumes(linux, how):
     tmp, disk, rc = linux
     pty = Pty("run", "-f", str(rc), "--fresh", cwd=tmp)
     try:
@@ -102,6 +116,8 @@ def test_boot_write_f12_then_readonly_cow_resumes(linux):
         finally:
             pty.close()
         assert digest(disk) == base          # the base disk's bytes never change
+    if how == "served":
+        assert serverkit.served() == 4       # the fresh boot and the three resumes
 
 
 def test_ctrl_d_powers_off_with_status_0(linux):
