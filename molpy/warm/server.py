@@ -299,15 +299,15 @@ def _hang_up_with_the_server(server: int) -> None:
 
 
 def rehearse() -> None:
-    """What every run does first, done while no run waits: the run command's parser, and an
-    engine made and closed (this process's first one costs twice a later one: its memory
-    is copied from the server's as it is first written)."""
+    """What every run does first, done while no run waits: the run command's parser, and a
+    machine (no disks, no files) made and closed: this process's first one costs twice a
+    later one, its memory being copied from the server's as it is first written."""
     from ..cli import build_parser
-    from ..cpu import Cpu
-    from ..cpuenv import CpuEnv
+    from ..console import BufferConsole
+    from ..machine import Machine, MachineConfig
 
     build_parser("run")
-    CpuEnv(Cpu()).close()
+    Machine(MachineConfig(ram_mib=16, blkdevs=[]), BufferConsole()).close()
 
 
 def run_worker(conn: socket.socket, request: dict, fds: list[int]) -> None:
