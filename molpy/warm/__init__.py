@@ -12,8 +12,8 @@ the worker gets SIGHUP, as from a hung-up terminal.
 A server whose molpy, Python or import-time environment differs from the client's is
 *stale*: the client then runs the command itself, as if no server were there.
 
-This module is what client and server share; it imports nothing but the standard library
-(the client must stay cheap).
+This module is what client and server share; at its top it imports only what Python has
+loaded at start-up, struct, and the C halves of json and socket (the client must stay cheap).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ IMPORT_TIME_ENV = ("LIBUNICORN_PATH", "XDG_CACHE_HOME", "LANG")
 
 
 def folder_path() -> str:
-    """The server's folder, inside molpy's data folder (not created here)."""
+    """The server's folder, inside molpy's data folder as molpy.files.data_dir finds it (not
+    created here; that module loads ctypes, which the client has no time for)."""
     home = os.environ.get("MOLPY_HOME")
     if not home:
         xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
