@@ -261,3 +261,12 @@ def test_a_killed_server_hangs_its_runs_up(molpy_home, term):
     r = run_cli("run", input=b"exit 3\n")               # no server: the run starts on its own
     assert r.returncode == 3
     assert status()[0] == 1
+
+
+def test_sigterm_stops_the_server_as_stop_does(molpy_home):
+    pid = start()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: gone(pid), "the server to end on SIGTERM")
+    assert status()[0] == 1
+    assert not (molpy_home / "server" / "server.sock").exists()
+    assert b"Traceback" not in (molpy_home / "server" / "server.log").read_bytes()

@@ -85,8 +85,16 @@ class Server:
         self.selector.register(self.listener, selectors.EVENT_READ)
 
     def serve(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        # SIGTERM and SIGINT stop the server as `molpy server stop` does; the loop hears of
+        # them through the wake-up socket (a handler alone would leave select() waiting).
+        self._woken, self._wake = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._woken.setblocking(False)
+        self._wake.setblocking(False)
+        signal.set_wakeup_fd(self._wake.fileno(), warn_on_full_buffer=False)
+        self.selector.register(self._woken, selectors.EVENT_READ)
+        self._stop_asked = False
+        signal.signal(signal.SIGTERM, self._asked_to_stop)
+        signal.signal(signal.SIGINT, self._asked_to_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         gc.freeze()                          # the workers share the loaded molpy's pages
         self._fork_spare()
@@ -96,15 +104,22 @@ class Server:
                 self.stop()                  # the socket was removed or replaced: nobody can reach us
             for key, _ in ready:
                 try:
-                    if key.fileobj is self.listener:
+                    if key.fileobj is self._woken:
+                        self._woken.recv(4096)     # the signals' numbers: the flag says what to do
+                    elif key.fileobj is self.listener:
                         self._accept()
                     else:
                         self._reap(key.fileobj)
                 except Exception:              # noqa: BLE001 (a bug here must not end the runs under way)
                     traceback.print_exc()
+            if self._stop_asked:
+                self.stop()
             if self.spare is None and not self.stopping and self._spares_lost < MAX_SPARES_LOST:
                 self._fork_spare()
         self.selector.close()
+
+    def _asked_to_stop(self, signum, frame) -> None:
+        self._stop_asked = True
 
     def stop(self) -> None:
         """Take no more runs; the server ends when the runs under way have."""
@@ -205,6 +220,8 @@ class Server:
         if pid == 0:
             try:
                 ours.close()
+                self._wake.close()
+                self._woken.close()
                 self.selector.close()
                 self.listener.close()
                 os.close(self._lock_fd)           # the lock is the server's alone

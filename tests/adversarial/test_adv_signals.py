@@ -165,7 +165,9 @@ JOB_SHELL = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         os.setpgid(0, 0)
+        os.tcsetpgrp(0, os.getpid())                  # as a shell's child does too: no race with the parent
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        os.close(report)                              # the reports end when this shell does
         os.execv(sys.executable, [sys.executable, "-m", "molpy", *args])
     os.setpgid(pid, pid)
     os.tcsetpgrp(0, pid)
@@ -197,12 +199,15 @@ def test_ctrl_z_gives_the_terminal_back_and_takes_it_again(tmp_path, molpy_pty):
     rounds = count(3, 30)
     for i in range(rounds):
         t.send(b"\x1a")                                   # Ctrl-Z
-        assert reports.readline().split() == ["stopped", str(int(signal.SIGTSTP)), "restored", "True"]
-        assert reports.readline().split() == ["raw", "True"]
+        line = reports.readline()
+        assert line.split() == ["stopped", str(int(signal.SIGTSTP)), "restored", "True"], (line, t.output[-600:])
+        line = reports.readline()
+        assert line.split() == ["raw", "True"], (line, t.output[-600:])
         t.send(b"echo back again %d\r" % i)
         t.read_until(b"back again %d\r\n" % i)
     t.send(b"exit 5\r")
-    assert reports.readline().split() == ["exit", "5", "restored", "True"]
+    line = reports.readline()
+    assert line.split() == ["exit", "5", "restored", "True"], (line, t.output[-600:])
     assert t.wait(10) == 0
     reports.close()
     tally("Ctrl-Z under a job-control shell (terminal given back, raw again on fg)", rounds)
