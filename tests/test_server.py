@@ -229,7 +229,10 @@ BACKGROUND = textwrap.dedent("""
     if pid == 0:
         os.setpgid(0, 0)
         os.execv(sys.executable, [sys.executable, "-m", "molpy", *sys.argv[1:]])
-    os.setpgid(pid, pid)
+    try:
+        os.setpgid(pid, pid)
+    except PermissionError:                    # it exec'd already, having done it itself
+        pass
     _, st = os.waitpid(pid, os.WUNTRACED)
     print("stopped" if os.WIFSTOPPED(st) else "ended", os.WSTOPSIG(st) if os.WIFSTOPPED(st)
           else os.waitstatus_to_exitcode(st), flush=True)

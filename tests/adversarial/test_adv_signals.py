@@ -169,7 +169,10 @@ JOB_SHELL = textwrap.dedent("""
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         os.close(report)                              # the reports end when this shell does
         os.execv(sys.executable, [sys.executable, "-m", "molpy", *args])
-    os.setpgid(pid, pid)
+    try:
+        os.setpgid(pid, pid)
+    except PermissionError:                           # it exec'd already, having done it itself
+        pass
     os.tcsetpgrp(0, pid)
     while True:
         _, st = os.waitpid(pid, os.WUNTRACED)
