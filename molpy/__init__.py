@@ -68,7 +68,6 @@ def _map_source_tree() -> None:
 _map_source_tree()
 
 
-
 class _EngineFirst:
     """On sys.meta_path until unicorn is first imported: points the binding at molpy's
     engine just before (molpy.engine.select), so that a process that never runs a guest

@@ -5,7 +5,8 @@ status is 128+signal, the terminal is as the user left it, no temporary file is 
 and the session on disk is whole. Ctrl-Z under a job-control shell gives the terminal
 back while molpy is stopped and takes it again on SIGCONT. A session file truncated
 under the running guest, and a fault in native code, end in one line, never a raw
-terminal, a hang or a core dump.
+terminal, a hang or a core dump. The tests of `molpy run` on a terminal run twice: molpy
+on its own, and every run handed to the warm server (molpy.warm).
 """
 
 from __future__ import annotations
