@@ -161,15 +161,23 @@ def test_generated_programs_survive_asynchronous_stops(ee):
     assert not ee or decrementers >= 5000
 
 
+BOUNDARY_TRIES = 20     # one run took a decrementer at the boundary on a quiet host; a loaded one has missed it
+
+
 @pytest.mark.parametrize("split", range(4), ids=lambda k: f"boundary-before-insn-{k}")
 def test_atomic_increments_interrupted_at_every_point_of_the_loop(split):
     """Decrementers delivered inside a lwarx/stwcx./bne- loop (a page boundary ends a block
     there, so that is where a stop lands): no increment lost or made twice."""
-    count, boundary, deliveries = 2_000_000, BODY + 0x1000, []
-    got = run_stopped(atomic_counter(count, split), random.Random(split), ee=True, deliveries=deliveries)
-    r6 = int.from_bytes(got.dump[24:28], "big")
-    assert (r6, int.from_bytes(got.ram[0x40000:0x40004], "big")) == (count, count), got.decrementers
-    assert any(d.srr0 == boundary for d in deliveries), "no decrementer was taken at the boundary"
+    count, boundary, rng = 2_000_000, BODY + 0x1000, random.Random(split)
+    for _ in range(BOUNDARY_TRIES):      # where the stops land is host timing: until one is at the boundary
+        deliveries: list = []
+        got = run_stopped(atomic_counter(count, split), rng, ee=True, deliveries=deliveries)
+        r6 = int.from_bytes(got.dump[24:28], "big")
+        assert (r6, int.from_bytes(got.ram[0x40000:0x40004], "big")) == (count, count), got.decrementers
+        if any(d.srr0 == boundary for d in deliveries):
+            break
+    else:
+        raise AssertionError(f"no decrementer was taken at the boundary in {BOUNDARY_TRIES} runs")
 
 
 def test_a_store_outside_ram_is_reported_at_the_store_under_stops():
