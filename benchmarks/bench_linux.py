@@ -73,11 +73,11 @@ def _spin_in_shell(rc: str, env: dict, tmp: str) -> float:
     return took
 
 
-def _python_floor(env: dict) -> float:
-    """Seconds of a Python process that imports Unicorn and exits: what every ``molpy run``
-    pays before it reads its molrc."""
+def _python(env: dict, code: str) -> float:
+    """Seconds of a Python process that runs ``code`` and exits (``import unicorn``: what
+    every ``molpy run`` on its own pays before it reads its molrc)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import unicorn"], env=env, check=True)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
     return time.perf_counter() - start
 
 
@@ -96,12 +96,6 @@ def _warm(rc: str, env: dict, tmp: str) -> dict:
                 "fresh": statistics.median(_fresh(rc, env, tmp) for _ in range(3))}
     finally:
         _server("stop", env, tmp)
-
-
-def _python_start(env: dict) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
-    return time.perf_counter() - start
 
 
 def _warm_rows(warm: dict, python: float, qemu: dict | None, blocked: str | None) -> list[dict]:
@@ -170,9 +164,9 @@ def run() -> list[dict]:
         fresh = statistics.median(_fresh(rc, env, tmp) for _ in range(3))
         shell = statistics.median(_spin_in_shell(rc, env, tmp) for _ in range(3))
         warm = _warm(rc, env, tmp)
-        _python_floor(env)                                  # untimed
-        floor = statistics.median(_python_floor(env) for _ in range(7))
-        python = statistics.median(_python_start(env) for _ in range(7))
+        _python(env, "import unicorn")                      # untimed
+        floor = statistics.median(_python(env, "import unicorn") for _ in range(7))
+        python = statistics.median(_python(env, "pass") for _ in range(7))
         timed_run(MachineConfig(), "spin 10")                # warm
         bare = statistics.median(timed_run(MachineConfig(), f"spin {SPIN_MILLIONS}") for _ in range(3))
         try:

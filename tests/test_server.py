@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 from serverkit import gone, run_cli, running, served, start, status, stop, worker_of
-from test_terminal import Pty
+from test_terminal import term  # noqa: F401  (the fixture: molpy on a pty, closed after the test)
 from waits import wait_for
 
 F12 = b"\x1b[24~"
@@ -29,11 +29,6 @@ def server(molpy_home):
     pid = start()
     yield pid
     stop(pid)
-
-
-@pytest.fixture
-def term(closing):
-    return lambda *args, **kw: closing(Pty, *args, **kw)
 
 
 def test_start_status_stop(molpy_home):

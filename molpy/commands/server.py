@@ -98,6 +98,8 @@ def start(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
+    from ..warm import LOG_NAME, folder_path
+
     reply = _ask("stop")
     if reply is None:
         say("molpy: no server is running")
@@ -118,7 +120,7 @@ def stop(args: argparse.Namespace) -> int:
             os.close(pidfd)
         if not ended:
             say(f"molpy: the server (pid {pid}) takes no more runs but has not ended within {STOP_WAIT:.0f} s "
-                f"(its log: {_folder()}/server.log)")
+                f"(its log: {os.path.join(folder_path(), LOG_NAME)})")
             return 1
     say(f"molpy: server stopped (pid {pid})")
     return 0

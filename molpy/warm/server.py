@@ -54,7 +54,6 @@ class Server:
     always forked ahead (the spare), waiting for a request, so that a run pays for no fork."""
 
     def __init__(self, folder: str) -> None:
-        self.folder = folder
         self.folder_fd = open_folder(folder)
         if self.folder_fd is None:
             raise ServerError(f"{folder}: not a folder of this user's closed to others (0700)")
