@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import molpy  # noqa: F401  (first: it chooses the Unicorn library before anything loads one)
+from clirun import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,16 +33,6 @@ def closing():
     yield use
     for thing in reversed(made):
         thing.close()
-
-
-def run_cli(*args: str, input: bytes | None = b"", cwd: str | os.PathLike | None = None,
-            timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m molpy ARGS`` as a real process with stdin as a pipe."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "molpy", *args], input=input, capture_output=True,
-                          cwd=cwd, timeout=timeout, env=full_env)
 
 
 @pytest.fixture

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
+from clirun import run_cli
 from waits import wait_for
-
-
-def run_cli(*args: str, input: bytes = b"", cwd=None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m molpy ARGS``, stdin a pipe (conftest's runner, here because the adversarial
-    suite's conftest is another module of the same name)."""
-    return subprocess.run([sys.executable, "-m", "molpy", *args], input=input, capture_output=True,
-                          timeout=60, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def start() -> int:
